@@ -1,0 +1,22 @@
+"""Test overlay: the real settings, made fast and isolated.
+
+``DATABASE_URL`` and ``REDIS_URL`` still come from the environment, so CI's second pass runs the
+same suite on PostgreSQL + Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_ENV", "test")
+os.environ.setdefault("CCPORTAL_VAR_DIR", tempfile.mkdtemp(prefix="ccportal-test-"))
+
+from ccportal.settings import *  # noqa: E402, F403
+from ccportal.settings import DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEBUG = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so tests can hand the database to real OS processes.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["CCPORTAL_VAR_DIR"], "test.sqlite3")}

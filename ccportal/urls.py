@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from integrations.views import RateLimitedLoginView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("login/", RateLimitedLoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("integrations.urls")),
+]

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from integrations import conf
+
+
+def portal(request: HttpRequest) -> dict:
+    return {"cc_mode": conf.cc_mode()}

@@ -1,0 +1,30 @@
+"""Model fields whose values are stored encrypted (see ``integrations.crypto``)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from integrations import crypto
+
+
+class EncryptedTextField(models.TextField):
+    """A text field stored as a Fernet token.
+
+    Empty strings are stored as empty strings, so "no secret" stays visible without a key.
+    Lookups other than ``isnull``/``exact ''`` make no sense on ciphertext and are not offered
+    by the admin (never list these fields in ``search_fields``).
+    """
+
+    description = "Text encrypted with FIELD_ENCRYPTION_KEYS"
+
+    def from_db_value(self, value, expression, connection):
+        if not value:
+            return value
+        label = f"{self.model._meta.label}.{self.name}" if hasattr(self, "model") else self.name
+        return crypto.decrypt(value, label=label)
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        if not value:
+            return value
+        return crypto.encrypt(value)

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import StaffFactory
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = StaffFactory()
+    client.force_login(user)
+    client.user = user
+    return client

@@ -1,0 +1,44 @@
+"""Small factories for tests (factory_boy)."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from integrations.models import ApiKey, ConnectedAccount, Tier
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"App {n}")
+    client_id = factory.Sequence(lambda n: f"client-{n:04d}")
+    client_secret = "s3cret-value"
+    redirect_uri = "http://127.0.0.1:8000/accounts/callback/"
+    tier = Tier.STANDARD
+    use_pkce = False
+
+
+class ConnectedAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ConnectedAccount
+
+    api_key = factory.SubFactory(ApiKeyFactory)
+    label = factory.Sequence(lambda n: f"owner{n}@example.com")
+    cc_user_id = factory.Sequence(lambda n: f"user-{n}")
+    scopes = ["contact_data", "offline_access"]
+    access_token = "access-token-value"
+    refresh_token = "refresh-token-value"
+
+
+class StaffFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"staff{n}")
+    is_staff = True
+    is_superuser = True
+    password = factory.django.Password("pw")
