@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 
-def _read_or_create(path: Path, make: "callable[[], str]") -> str:
+def _read_or_create(path: Path, make: callable[[], str]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         value = path.read_text().strip()

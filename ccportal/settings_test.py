@@ -12,11 +12,15 @@ import tempfile
 os.environ.setdefault("DJANGO_ENV", "test")
 os.environ.setdefault("CCPORTAL_VAR_DIR", tempfile.mkdtemp(prefix="ccportal-test-"))
 
-from ccportal.settings import *  # noqa: E402, F403
-from ccportal.settings import DATABASES  # noqa: E402
+from ccportal.settings import *  # noqa: F403
+from ccportal.settings import DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEBUG = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so tests can hand the database to real OS processes.
-    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["CCPORTAL_VAR_DIR"], "test.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(os.environ["CCPORTAL_VAR_DIR"], "test.sqlite3")
+    }
+# Each run keeps its own Redis ledger, so one run's bookings never leak into the next.
+CC_QUOTA_REDIS_PREFIX = f"ccportal-test:{os.getpid()}:"

@@ -36,7 +36,15 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        exclude = ["client_secret"]
+        fields = [
+            "name",
+            "client_id",
+            "redirect_uri",
+            "tier",
+            "custom_per_second",
+            "custom_per_day",
+            "use_pkce",
+        ]
 
     def save(self, commit: bool = True) -> ApiKey:
         key = super().save(commit=False)
@@ -141,7 +149,15 @@ class ApiCallAdmin(ReadOnlyAdmin):
 
 @admin.register(DailyUsage)
 class DailyUsageAdmin(ReadOnlyAdmin):
-    list_display = ["date", "api_key", "calls", "errors", "throttled", "quota_exceeded", "token_calls"]
+    list_display = [
+        "date",
+        "api_key",
+        "calls",
+        "errors",
+        "throttled",
+        "quota_exceeded",
+        "token_calls",
+    ]
     list_filter = ["api_key"]
     date_hierarchy = "date"
 

@@ -4,6 +4,8 @@ import pytest
 
 from tests.factories import StaffFactory
 
+pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.portal"]
+
 
 @pytest.fixture
 def staff_client(client, db):

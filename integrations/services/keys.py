@@ -5,19 +5,28 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 
 from integrations.models import ApiKey, Tier
 
 
 def _validate_redirect_uri(uri: str) -> None:
+    # Single-label hosts (http://portal:8000/...) are fine for an intranet portal, so this is
+    # deliberately looser than Django's URLValidator: absolute http(s), a host, no whitespace.
     try:
-        URLValidator(schemes=["http", "https"])(uri)
-    except ValidationError:
-        raise ValidationError(f"redirect URI {uri!r} is not an absolute http(s) URL.") from None
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(ch.isspace() for ch in uri)
+    ):
+        raise ValidationError(f"redirect URI {uri!r} is not an absolute http(s) URL.")
     # CC matches redirect URIs exactly and does not support fragments.
-    if urlsplit(uri).fragment:
+    if parts.fragment:
         raise ValidationError("redirect URI must not contain a #fragment (CC rejects them).")
 
 

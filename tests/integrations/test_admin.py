@@ -25,11 +25,24 @@ def objects(db):
         access_token=SENTINELS["access_token"],
         refresh_token=SENTINELS["refresh_token"],
     )
-    call = ApiCall.objects.create(api_key=key, account=account, method="GET", path_template="/v3/contact_lists", status_code=200)
+    call = ApiCall.objects.create(
+        api_key=key,
+        account=account,
+        method="GET",
+        path_template="/v3/contact_lists",
+        status_code=200,
+    )
     usage = DailyUsage.objects.create(api_key=key, date="2026-11-26", calls=1)
     state = KeyLimiterState.objects.create(api_key=key)
     job = BulkJob.objects.create(account=account, list_id="list-1")
-    return {"key": key, "account": account, "call": call, "usage": usage, "state": state, "job": job}
+    return {
+        "key": key,
+        "account": account,
+        "call": call,
+        "usage": usage,
+        "state": state,
+        "job": job,
+    }
 
 
 def _assert_no_secret(html: str) -> None:
@@ -39,7 +52,14 @@ def _assert_no_secret(html: str) -> None:
 
 def test_admin_index_lists_every_model(staff_client, objects):
     html = staff_client.get(reverse("admin:index")).content.decode()
-    for model in ("apikey", "connectedaccount", "apicall", "dailyusage", "keylimiterstate", "bulkjob"):
+    for model in (
+        "apikey",
+        "connectedaccount",
+        "apicall",
+        "dailyusage",
+        "keylimiterstate",
+        "bulkjob",
+    ):
         assert f"/admin/integrations/{model}/" in html
 
 

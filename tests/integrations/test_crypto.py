@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 def _raw(model, pk: int, column: str) -> str:
     table = model._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [pk])  # noqa: S608
+        cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [pk])
         return cursor.fetchone()[0]
 
 

@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_", "CC_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_", "CC_"))
+    }
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -58,15 +62,26 @@ def test_postgres_url_and_redis_url_are_parsed(tmp_path):
     )
     db = parsed["db"]
     assert db["ENGINE"] == "django.db.backends.postgresql"
-    assert (db["HOST"], str(db["PORT"]), db["USER"], db["NAME"]) == ("db.internal", "6543", "portal", "ccportal")
+    assert (db["HOST"], str(db["PORT"]), db["USER"], db["NAME"]) == (
+        "db.internal",
+        "6543",
+        "portal",
+        "ccportal",
+    )
     assert "transaction_mode" not in db.get("OPTIONS", {})
     assert parsed["cache"].endswith("RedisCache")
     assert parsed["store"].endswith("RedisStore")
 
 
 def test_development_generates_secrets_once_and_reuses_them(tmp_path):
-    first = _run("import ccportal.settings as s; print(s.SECRET_KEY, s.FIELD_ENCRYPTION_KEYS[0])", CCPORTAL_VAR_DIR=str(tmp_path))
-    second = _run("import ccportal.settings as s; print(s.SECRET_KEY, s.FIELD_ENCRYPTION_KEYS[0])", CCPORTAL_VAR_DIR=str(tmp_path))
+    first = _run(
+        "import ccportal.settings as s; print(s.SECRET_KEY, s.FIELD_ENCRYPTION_KEYS[0])",
+        CCPORTAL_VAR_DIR=str(tmp_path),
+    )
+    second = _run(
+        "import ccportal.settings as s; print(s.SECRET_KEY, s.FIELD_ENCRYPTION_KEYS[0])",
+        CCPORTAL_VAR_DIR=str(tmp_path),
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
@@ -93,7 +108,14 @@ def test_production_profile_passes_check_deploy(tmp_path):
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "CC_"))}, **_production_env(tmp_path)},
+        env={
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("DATABASE_URL", "REDIS_URL", "CC_"))
+            },
+            **_production_env(tmp_path),
+        },
         capture_output=True,
         text=True,
         timeout=120,

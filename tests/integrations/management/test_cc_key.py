@@ -9,7 +9,17 @@ from integrations.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
-GOOD = ["add", "--name", "Main", "--client-id", "cid-1", "--client-secret", "sec", "--redirect-uri", "https://portal.example.com/accounts/callback/"]
+GOOD = [
+    "add",
+    "--name",
+    "Main",
+    "--client-id",
+    "cid-1",
+    "--client-secret",
+    "sec",
+    "--redirect-uri",
+    "https://portal.example.com/accounts/callback/",
+]
 
 
 def run(*args: str) -> str:
@@ -27,7 +37,17 @@ def test_add_standard_key_with_secret_defaults_pkce_off():
 
 
 def test_add_pkce_app_without_secret_defaults_pkce_on():
-    run("add", "--name", "Public", "--client-id", "cid-2", "--redirect-uri", "http://127.0.0.1:8000/cb", "--tier", "partner")
+    run(
+        "add",
+        "--name",
+        "Public",
+        "--client-id",
+        "cid-2",
+        "--redirect-uri",
+        "http://127.0.0.1:8000/cb",
+        "--tier",
+        "partner",
+    )
     key = ApiKey.objects.get(client_id="cid-2")
     assert (key.client_secret, key.use_pkce, key.per_second, key.per_day) == ("", True, 10, 250_000)
 
@@ -47,7 +67,10 @@ def test_custom_tier_with_limits():
     ("args", "message"),
     [
         (["--redirect-uri", "not a url", "--tier", "standard"], "is not an absolute http(s) URL"),
-        (["--redirect-uri", "ftp://x.example/cb", "--tier", "standard"], "is not an absolute http(s) URL"),
+        (
+            ["--redirect-uri", "ftp://x.example/cb", "--tier", "standard"],
+            "is not an absolute http(s) URL",
+        ),
         (["--tier", "gold"], "unknown tier 'gold'"),
         (["--tier", "custom"], "custom tier needs --per-second and --per-day"),
         (["--tier", "custom", "--per-second", "3"], "custom tier needs --per-second and --per-day"),
@@ -67,7 +90,17 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(args, message):
 def test_duplicate_client_id_is_refused_and_first_key_kept():
     run(*GOOD, "--tier", "standard")
     with pytest.raises(CommandError, match="already exists"):
-        run("add", "--name", "Other", "--client-id", "cid-1", "--redirect-uri", "https://x.example/cb", "--tier", "partner")
+        run(
+            "add",
+            "--name",
+            "Other",
+            "--client-id",
+            "cid-1",
+            "--redirect-uri",
+            "https://x.example/cb",
+            "--tier",
+            "partner",
+        )
     assert list(ApiKey.objects.values_list("name", "tier")) == [("Main", "standard")]
 
 
@@ -89,11 +122,30 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "manage.py", "cc_key", "add", "--name", "N", "--client-id", "c", "--redirect-uri", "nope", "--tier", "standard"],
+        [
+            sys.executable,
+            "manage.py",
+            "cc_key",
+            "add",
+            "--name",
+            "N",
+            "--client-id",
+            "c",
+            "--redirect-uri",
+            "nope",
+            "--tier",
+            "standard",
+        ],
         capture_output=True,
         text=True,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "ccportal.settings", "CCPORTAL_VAR_DIR": str(tmp_path)},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "ccportal.settings",
+            "CCPORTAL_VAR_DIR": str(tmp_path),
+        },
         timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "CommandError: redirect URI 'nope' is not an absolute http(s) URL."
+    assert (
+        result.stderr.strip() == "CommandError: redirect URI 'nope' is not an absolute http(s) URL."
+    )
