@@ -64,8 +64,7 @@ class ApiKey(models.Model):
         constraints = [
             models.CheckConstraint(
                 name="apikey_custom_tier_has_limits",
-                condition=~Q(tier=Tier.CUSTOM)
-                | Q(custom_per_second__gt=0, custom_per_day__gt=0),
+                condition=~Q(tier=Tier.CUSTOM) | Q(custom_per_second__gt=0, custom_per_day__gt=0),
             )
         ]
 
@@ -184,6 +183,10 @@ class ConnectedAccount(models.Model):
         return ((at or timezone.now()) - last).days
 
     @property
+    def refresh_idle_days(self) -> int | None:
+        return self.refresh_token_idle_days()
+
+    @property
     def refresh_spread_seconds(self) -> int:
         """A stable per-account offset (0-119 s) so tokens minted together fall due apart."""
         return zlib.crc32(f"{self.api_key_id}:{self.pk}".encode()) % 120
@@ -198,10 +201,13 @@ class ConnectedAccount(models.Model):
 
 
 class KeyLimiterState(models.Model):
-    """The database store's ledger for one key (see ``services.quota``).
+    """The database store's ledger for one key (see ``services.quota_stores``).
 
     Times are seconds since the epoch as floats: one clock for every process on the database
-    host, compared and advanced inside single statements.
+    host, compared and advanced atomically. ``day_count`` counts the calls booked against
+    ``day``; ``next_day_count`` those already booked against the day after (calls sent within
+    the guard band around 00:00 UTC count against both days). ``stopped_until`` holds every
+    booking after CC answered ``quota_exceeded``.
     """
 
     api_key = models.OneToOneField(
@@ -210,13 +216,19 @@ class KeyLimiterState(models.Model):
     next_slot_at = models.FloatField(default=0.0)
     day = models.DateField(null=True, blank=True)
     day_count = models.PositiveIntegerField(default=0)
+    next_day_count = models.PositiveIntegerField(default=0)
     paused_until = models.FloatField(default=0.0)
     margin = models.FloatField(default=0.0)
+    margin_widened_at = models.FloatField(default=0.0)
+    stopped_until = models.FloatField(default=0.0)
     token_next_slot_at = models.FloatField(default=0.0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name = "key limiter state"
+
+    def __str__(self) -> str:
+        return f"ledger of key {self.api_key_id}"
 
 
 class CallKind(models.TextChoices):
@@ -246,6 +258,9 @@ class ApiCall(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     attempt = models.PositiveSmallIntegerField(default=1)
     lane = models.CharField(max_length=12, choices=Lane.choices, default=Lane.INTERACTIVE)
+    bulk_job = models.ForeignKey(
+        "BulkJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,0 +1,243 @@
+"""How long the quota service takes to decide, per store, with processes racing for one key.
+
+    .venv/bin/python bench/bench_quota_overhead.py [--stores sqlite,postgres,redis]
+                                                    [--processes 8] [--seconds 4]
+
+Times ``quota_reserve`` — the one atomic step in the shared store plus the service around it —
+never the sleep until the slot. All processes book on one custom key, under two loads:
+
+* ``paced``: the key allows ``--paced-rate`` calls/s (default 1,000: a hundred times a partner
+  key), so the processes book about that often between them and sleep until their slots,
+  as gateway callers do: the store's decision time with eight processes sharing the ledger;
+* ``flat out``: the key allows a million calls/s, so slots are always due at once and every
+  process books back to back: the store is the bottleneck. With more processes than CPUs this
+  also measures waiting for a CPU: by Little's law the mean is ``processes / throughput``.
+
+Each store gets a fresh, throw-away home:
+
+* ``sqlite``: a database file in a temporary directory, migrated first;
+* ``postgres``: a temporary database on 127.0.0.1 (``--pg-url``), created and dropped;
+* ``redis``: Redis db 14 on 127.0.0.1 (``--redis-url``), flushed before and after
+  (the Django data — the API keys — lives in a temporary SQLite file).
+
+A store that does not answer is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+DATABASE_STORE = "integrations.services.quota_stores.DatabaseStore"
+REDIS_STORE = "integrations.services.quota_stores.RedisStore"
+FLAT_OUT_RATE = 1_000_000
+PER_DAY = 2_000_000_000
+WARM_UP_SECONDS = 2.0
+# Targets (ms): p50, p99.
+TARGETS = {"sqlite": (2.0, 15.0), "postgres": (3.0, 20.0), "redis": (1.0, 5.0)}
+
+
+@dataclass
+class Result:
+    store: str
+    load: str
+    samples: list[float]
+    seconds: float
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
+
+
+# --- inside the spawned processes -----------------------------------------------------------
+
+
+def _django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+
+
+def _prepare(env: dict[str, str], rates: list[int]) -> list[int]:
+    """Migrate the fresh database and create one key per rate; returns their ids."""
+    _django(env)
+    from django.core.management import call_command
+
+    from integrations.models import ApiKey, Tier
+
+    call_command("migrate", verbosity=0, interactive=False)
+    return [
+        ApiKey.objects.create(
+            name=f"Benchmark {rate}/s",
+            client_id=f"bench-{os.getpid()}-{rate}",
+            redirect_uri="http://127.0.0.1:8000/accounts/callback/",
+            tier=Tier.CUSTOM,
+            custom_per_second=rate,
+            custom_per_day=PER_DAY,
+        ).pk
+        for rate in rates
+    ]
+
+
+def _measure(job: tuple[dict[str, str], int, float, float]) -> list[float]:
+    env, api_key_id, start_at, end_at = job
+    _django(env)
+    from integrations.models import ApiKey
+    from integrations.services.quota import quota_reserve, quota_wait
+
+    api_key = ApiKey.objects.get(pk=api_key_id)
+    quota_wait(quota_reserve(api_key=api_key))  # connection, scripts and imports warmed up
+    time.sleep(max(0.0, start_at - time.time()))
+    samples: list[float] = []
+    while time.time() < end_at:
+        started = time.perf_counter()
+        reservation = quota_reserve(api_key=api_key)
+        samples.append(time.perf_counter() - started)
+        quota_wait(reservation)  # the intended sleep: not measured
+    return samples
+
+
+# --- homes for each store -------------------------------------------------------------------
+
+
+def _base_env(var_dir: str) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "ccportal.settings",
+        "DJANGO_ENV": "development",
+        "DEBUG": "false",
+        "CCPORTAL_VAR_DIR": var_dir,
+        "DATABASE_URL": f"sqlite:///{Path(var_dir) / 'bench.sqlite3'}",
+        "CC_QUOTA_STORE": DATABASE_STORE,
+        "REDIS_URL": "",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def sqlite_home(var_dir: str, options: argparse.Namespace) -> Iterator[dict[str, str]]:
+    yield _base_env(var_dir)
+
+
+@contextmanager
+def postgres_home(var_dir: str, options: argparse.Namespace) -> Iterator[dict[str, str]]:
+    import psycopg
+
+    name = f"ccportal_bench_{os.getpid()}"
+    admin = psycopg.connect(options.pg_url, autocommit=True, connect_timeout=3)
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        env = _base_env(var_dir)
+        env["DATABASE_URL"] = urlunsplit(urlsplit(options.pg_url)._replace(path=f"/{name}"))
+        yield env
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
+def redis_home(var_dir: str, options: argparse.Namespace) -> Iterator[dict[str, str]]:
+    import redis
+
+    client = redis.Redis.from_url(options.redis_url, socket_connect_timeout=2)
+    client.flushdb()
+    try:
+        env = _base_env(var_dir)
+        env.update(CC_QUOTA_STORE=REDIS_STORE, REDIS_URL=options.redis_url)
+        yield env
+    finally:
+        client.flushdb()
+        client.close()
+
+
+HOMES: dict[str, Callable] = {"sqlite": sqlite_home, "postgres": postgres_home, "redis": redis_home}
+
+
+def bench(store: str, options: argparse.Namespace) -> list[Result]:
+    loads = {f"paced {options.paced_rate}/s": options.paced_rate, "flat out": FLAT_OUT_RATE}
+    var_dir = tempfile.mkdtemp(prefix=f"ccportal-bench-{store}-")
+    context = multiprocessing.get_context("spawn")
+    results = []
+    try:
+        with HOMES[store](var_dir, options) as env:
+            with context.Pool(1) as setup:
+                key_ids = setup.apply(_prepare, (env, list(loads.values())))
+            with context.Pool(options.processes) as pool:
+                for load, api_key_id in zip(loads, key_ids, strict=True):
+                    start_at = time.time() + WARM_UP_SECONDS
+                    end_at = start_at + options.seconds
+                    jobs = [(env, api_key_id, start_at, end_at)] * options.processes
+                    batches = pool.map(_measure, jobs, chunksize=1)
+                    samples = [sample for batch in batches for sample in batch]
+                    results.append(Result(store, load, samples, options.seconds))
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", default="sqlite,postgres,redis")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed run per store and load")
+    parser.add_argument("--paced-rate", type=int, default=1000, help="the paced key's calls/s")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    options = parser.parse_args()
+    stores = [s.strip() for s in options.stores.split(",") if s.strip()]
+    unknown = set(stores) - set(HOMES)
+    if unknown:
+        parser.error(f"unknown store(s): {', '.join(sorted(unknown))}; choose from {list(HOMES)}")
+
+    print(
+        f"quota_reserve decision time: {options.processes} processes on one key, "
+        f"{options.seconds:g} s per store and load, {os.cpu_count()} CPUs"
+    )
+    results: list[Result] = []
+    for store in stores:
+        try:
+            results += bench(store, options)
+        except Exception as exc:  # a store that is not there is reported, not fatal
+            print(f"  {store}: skipped ({type(exc).__name__}: {str(exc).strip()[:200]})")
+
+    header = (
+        f"{'store':<10}{'load':<14}{'bookings':>9}{'per s':>8}{'mean ms':>8}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'max ms':>8}{'target':>10}  verdict"
+    )
+    print(header)
+    print("-" * len(header))
+    for result in results:
+        p50, p99 = result.percentile(0.50), result.percentile(0.99)
+        target50, target99 = TARGETS[result.store]
+        verdict = "ok" if p50 <= target50 and p99 <= target99 else "over target"
+        print(
+            f"{result.store:<10}{result.load:<14}{len(result.samples):>9}"
+            f"{len(result.samples) / result.seconds:>8.0f}"
+            f"{statistics.fmean(result.samples) * 1000:>8.2f}{p50:>8.2f}{p99:>8.2f}"
+            f"{max(result.samples) * 1000:>8.2f}{f'{target50:g}/{target99:g}':>10}  {verdict}"
+        )
+    cpus = os.cpu_count() or 1
+    if options.processes > cpus:
+        print(
+            f"note: {options.processes} processes share {cpus} CPUs; flat out, every process "
+            f"is always runnable, so a booking also waits for a CPU (mean = processes / per s)."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""Per-key quota: every call to CC books a send slot and a unit of the day's budget first.
+
+CC limits each API key (client_id) to ``per_second`` calls in any second and ``per_day`` calls
+per UTC day, shared by every account, process and host using the key, and answers 429 beyond
+them without warning (https://developer.constantcontact.com/api_guide/rate_limits.html).
+So no call leaves before it is booked against one shared ledger (the store named by
+``CC_QUOTA_STORE``, see :mod:`integrations.services.quota_stores`):
+
+* :func:`quota_reserve` books, in one atomic step of the store, the next send slot and one unit
+  of today's budget; :func:`quota_wait` sleeps until the slot; :func:`quota_acquire` does both.
+* Slots are ``1/per_second * (1 + margin)`` apart, so no 1-second window at CC sees more than
+  ``per_second`` calls unless arrival jitter exceeds ``margin`` seconds.
+* Today's count never passes the budget; the ``background`` lane stops short of it, keeping
+  ``CC_QUOTA_INTERACTIVE_RESERVE`` of the day for ``interactive`` calls, and yields them the
+  key: an interactive call waits at most about ``CC_QUOTA_BACKGROUND_HORIZON`` + one spacing.
+* Calls within ``CC_QUOTA_DAY_GUARD`` seconds of 00:00 UTC count against both days.
+* The gateway's answers to CC's 429s reach every process: :func:`quota_pause` and
+  :func:`quota_widen_margin` (``throttled``), :func:`quota_stop_until_next_day`
+  (``quota_exceeded``, lifted early only by :func:`quota_resume`).
+* CC's token endpoint has its own 1/s limiter: :func:`token_slot_acquire`.
+* When the store cannot be reached no call is booked: :class:`QuotaStoreUnavailable`.
+
+The rules themselves, and why they hold, are in :mod:`.quota_stores.rules`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from integrations import conf
+from integrations.models import ApiKey, Lane
+from integrations.services.quota_stores import (
+    Booking,
+    KeyQuota,
+    Outcome,
+    QuotaError,
+    QuotaStore,
+    QuotaStoreUnavailable,
+    rules,
+)
+
+logger = logging.getLogger(__name__)
+
+TOKEN_LANE = "token"
+# CC's token endpoint takes 1 request/s per client_id.
+TOKEN_INTERVAL_SECONDS = 1.0
+# Background callers told to come back at the same moment would otherwise arrive as a herd.
+DEFERRAL_SPREAD_SECONDS = 0.05
+RESET_SPREAD_SECONDS = 1.0
+
+__all__ = [
+    "QuotaDeferred",
+    "QuotaError",
+    "QuotaExhausted",
+    "QuotaStoreUnavailable",
+    "Reservation",
+    "key_quota",
+    "next_utc_midnight",
+    "quota_acquire",
+    "quota_pause",
+    "quota_reserve",
+    "quota_resume",
+    "quota_stop_until_next_day",
+    "quota_store",
+    "quota_usage",
+    "quota_wait",
+    "quota_widen_margin",
+    "token_slot_acquire",
+    "token_slot_reserve",
+]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A booked send slot. ``send_at`` is epoch seconds on the store's clock; ``wait`` is how
+    long after the booking was answered (``issued_at``, this process's monotonic clock) the
+    slot starts. ``day``/``day_count``: the UTC day booked against and its count with this call
+    (``None``/0 for token-endpoint slots, which spend no budget)."""
+
+    api_key_id: int
+    lane: str
+    send_at: float
+    wait: float
+    day: dt.date | None = None
+    day_count: int = 0
+    issued_at: float = field(default_factory=time.monotonic, compare=False)
+
+    def remaining_wait(self) -> float:
+        return max(0.0, self.wait - (time.monotonic() - self.issued_at))
+
+
+class QuotaExhausted(QuotaError):
+    """The key's daily budget for this lane is spent until CC's day resets.
+
+    ``reset_at`` is CC's reset, 00:00 UTC; ``retry_at`` is when bookings reopen (the reset
+    plus the day guard) — park work until then, not just until ``reset_at``; ``wait`` is the
+    seconds until ``retry_at`` by the store's clock. ``stopped``: CC itself answered
+    ``quota_exceeded`` (see :func:`quota_stop_until_next_day`).
+    """
+
+    def __init__(
+        self,
+        *,
+        reset_at: dt.datetime,
+        retry_at: dt.datetime | None = None,
+        wait: float | None = None,
+        client_id: str = "",
+        lane: str = Lane.INTERACTIVE,
+        day_count: int | None = None,
+        budget: int | None = None,
+        stopped: bool = False,
+    ) -> None:
+        self.reset_at = reset_at
+        self.retry_at = retry_at or reset_at
+        self.wait = wait if wait is not None else max(0.0, self.retry_at.timestamp() - time.time())
+        self.client_id = client_id
+        self.lane = lane
+        self.day_count = day_count
+        self.budget = budget
+        self.stopped = stopped
+        key = f" for key {client_id}" if client_id else ""
+        if stopped:
+            spent = f"Constant Contact reports today's quota{key} spent"
+        else:
+            booked = (
+                f" ({day_count} of {budget} calls booked)"
+                if day_count is not None and budget is not None
+                else ""
+            )
+            kept = (
+                "; the rest of the day is kept for interactive calls"
+                if lane == Lane.BACKGROUND and booked and day_count <= budget
+                else ""
+            )
+            spent = f"The {lane} daily budget{key} is spent{booked}{kept}"
+        super().__init__(f"{spent}. It resets at {reset_at:%Y-%m-%d %H:%M} UTC.")
+
+
+class QuotaDeferred(QuotaError):
+    """A background call may not book yet: ask again ``wait`` seconds from now (``not_before``
+    on the store's clock). Nothing was booked."""
+
+    def __init__(self, *, not_before: float, wait: float) -> None:
+        self.not_before = not_before
+        self.wait = wait
+        super().__init__(f"Background calls yield this key for {wait:.3f} s; ask again then.")
+
+
+def next_utc_midnight(now: dt.datetime | None = None) -> dt.datetime:
+    """The next 00:00 UTC after ``now``: when CC resets every key's daily count."""
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    return dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class _Policy:
+    margin: float
+    interactive_reserve: float
+    horizon: float
+    day_guard: float
+
+
+# Read once per process (and again when a test changes a setting): every call to CC passes
+# here, and settings never change at runtime.
+@functools.lru_cache(maxsize=1)
+def _policy() -> _Policy:
+    return _Policy(
+        margin=max(conf.quota_margin(), 0.0),
+        interactive_reserve=min(max(conf.quota_interactive_reserve(), 0.0), 1.0),
+        horizon=max(conf.quota_background_horizon(), 0.0),
+        day_guard=max(conf.quota_day_guard(), 0.0),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def quota_store() -> QuotaStore:
+    """The store ``CC_QUOTA_STORE`` names, one per process."""
+    path = conf.quota_store_path()
+    try:
+        store_class = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"CC_QUOTA_STORE {path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(store_class, type) and issubclass(store_class, QuotaStore)):
+        raise ImproperlyConfigured(f"CC_QUOTA_STORE {path!r} is not a QuotaStore subclass.")
+    return store_class()
+
+
+@receiver(setting_changed)
+def _forget_configuration(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("CC_QUOTA") or setting == "REDIS_URL":
+        _policy.cache_clear()
+        quota_store.cache_clear()
+
+
+def key_quota(api_key: ApiKey) -> KeyQuota:
+    """``api_key``'s limits with the configured policy: what the store books against."""
+    per_second, per_day = api_key.per_second, api_key.per_day
+    if per_second < 1 or per_day < 1:
+        raise ImproperlyConfigured(
+            f"API key {api_key.client_id} has no usable limits ({per_second}/s, {per_day}/day)."
+        )
+    policy = _policy()
+    # The small epsilon keeps 10,000 * 0.05 at 500, not 501, despite binary floats.
+    reserve = min(per_day, math.ceil(per_day * policy.interactive_reserve - 1e-9))
+    return KeyQuota(
+        ledger_id=api_key.pk,
+        client_id=api_key.client_id,
+        per_second=per_second,
+        per_day=per_day,
+        background_per_day=per_day - reserve,
+        margin=policy.margin,
+        horizon=policy.horizon,
+        day_guard=policy.day_guard,
+        token_spacing=TOKEN_INTERVAL_SECONDS * (1.0 + policy.margin),
+    )
+
+
+def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservation:
+    """Book the next send slot and one unit of today's budget for ``api_key``.
+
+    Both are taken in one atomic step of the shared store, or neither: no two callers anywhere
+    get the same slot, and today's count never passes the lane's budget (the last unit goes to
+    exactly one caller; the others get :class:`QuotaExhausted`). Nothing is polled and nothing
+    is checked before it is written.
+
+    An interactive call always gets the next slot. A background call only gets a slot that
+    starts within the background horizon; otherwise :class:`QuotaDeferred` says when to ask
+    again. Raises :class:`QuotaStoreUnavailable` when the store cannot be reached.
+    """
+    background = _is_background(lane)
+    quota = key_quota(api_key)
+    booking = quota_store().reserve(quota, background=background)
+    if booking.outcome is Outcome.GRANTED:
+        return Reservation(
+            api_key_id=api_key.pk,
+            lane=lane,
+            send_at=booking.at,
+            wait=booking.wait,
+            day=rules.day_date(booking.day),
+            day_count=booking.day_count,
+        )
+    if booking.outcome is Outcome.DEFERRED:
+        raise QuotaDeferred(not_before=booking.at, wait=booking.wait)
+    raise _exhausted(quota, booking, lane)
+
+
+def quota_wait(reservation: Reservation) -> None:
+    """Sleep until the reservation's slot; never returns before it."""
+    remaining = reservation.remaining_wait()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def quota_acquire(
+    *, api_key: ApiKey, lane: str = Lane.INTERACTIVE, wait_for_reset: bool = False
+) -> Reservation:
+    """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
+
+    Deferred background callers sleep until the moment the store named and ask again. When the
+    lane's budget is spent, :class:`QuotaExhausted` names the reset: interactive callers show
+    it; background jobs wait for it by parking until ``retry_at`` (freeing their worker).
+    ``wait_for_reset=True`` instead sleeps here until the budget reopens and carries on.
+    """
+    while True:
+        try:
+            reservation = quota_reserve(api_key=api_key, lane=lane)
+        except QuotaDeferred as deferred:
+            spread = min(DEFERRAL_SPREAD_SECONDS, _policy().horizon / 2)
+            time.sleep(deferred.wait + random.uniform(0, spread))
+            continue
+        except QuotaExhausted as exhausted:
+            if not wait_for_reset:
+                raise
+            logger.info("%s Waiting %.0f s for it.", exhausted, exhausted.wait)
+            time.sleep(exhausted.wait + random.uniform(0, RESET_SPREAD_SECONDS))
+            continue
+        quota_wait(reservation)
+        return reservation
+
+
+def quota_pause(*, api_key: ApiKey, seconds: float = 1.0) -> dt.datetime:
+    """No process books a slot on ``api_key`` that starts before ``seconds`` from now.
+
+    For an unexpected 429 ``throttled``. Returns when the pause ends. Reservations granted
+    before the pause keep their slots (background ones reach at most the horizon ahead).
+    """
+    quota = key_quota(api_key)
+    return _utc(quota_store().pause(quota, seconds=seconds))
+
+
+def quota_widen_margin(
+    *,
+    api_key: ApiKey,
+    step: float | None = None,
+    factor: float = 1.0,
+    maximum: float | None = None,
+) -> float:
+    """Widen ``api_key``'s slot spacing for every process: margin ← min(maximum, margin *
+    factor + step), persisted in the ledger, never narrowed. Calls within a second of the last
+    widening change nothing (one burst of 429s is one mistake). Returns the margin in force.
+    """
+    quota = key_quota(api_key)
+    return quota_store().widen_margin(
+        quota,
+        factor=factor,
+        step=conf.quota_margin_step() if step is None else step,
+        maximum=conf.quota_margin_max() if maximum is None else maximum,
+    )
+
+
+def quota_stop_until_next_day(*, api_key: ApiKey) -> dt.datetime:
+    """Refuse every booking on ``api_key`` until CC's day resets (CC answered 429
+    ``quota_exceeded``, whatever our count says). Returns the reset (00:00 UTC); bookings
+    reopen at the reset plus the day guard."""
+    quota = key_quota(api_key)
+    reopens = quota_store().stop_day(quota)
+    return _utc(round(reopens - quota.day_guard))
+
+
+def quota_resume(*, api_key: ApiKey) -> None:
+    """Lift :func:`quota_stop_until_next_day` on ``api_key`` (an operator knows CC has budget
+    again): calls book against what is left of today's budget. Should CC refuse again, the
+    gateway stops the key again."""
+    quota_store().resume(key_quota(api_key))
+
+
+def quota_usage(*, api_key: ApiKey) -> dict[str, Any]:
+    """Today's ledger for ``api_key``: booked and remaining calls, pause, margin, spacing."""
+    quota = key_quota(api_key)
+    ledger, now = quota_store().read(quota)
+    day = max(ledger.day, rules.day_number(now - quota.day_guard))
+    booked = ledger.day_count if ledger.day == day else 0
+    stopped = ledger.stopped_until > now
+    margin = rules.effective_margin(ledger, quota)
+    return {
+        "client_id": quota.client_id,
+        "day": rules.day_date(day),
+        "per_second": quota.per_second,
+        "per_day": quota.per_day,
+        "booked": booked,
+        "remaining": 0 if stopped else max(0, quota.per_day - booked),
+        "background_remaining": 0 if stopped else max(0, quota.background_per_day - booked),
+        "interactive_reserve": quota.per_day - quota.background_per_day,
+        "booked_next_day": ledger.next_day_count if ledger.day == day else 0,
+        "paused_until": _utc(ledger.paused_until) if ledger.paused_until > now else None,
+        "stopped_until": _utc(ledger.stopped_until) if stopped else None,
+        "margin": margin,
+        "spacing": (1.0 + margin) / quota.per_second,
+        "next_slot_at": _utc(ledger.next_slot_at) if ledger.next_slot_at > now else None,
+        "reset_at": _utc((day + 1) * rules.SECONDS_PER_DAY),
+    }
+
+
+def token_slot_reserve(*, api_key: ApiKey) -> Reservation:
+    """Book the next slot on CC's token endpoint for ``api_key``'s client_id.
+
+    Slots are at least ``TOKEN_INTERVAL_SECONDS * (1 + margin)`` apart across every process;
+    they spend no daily budget and ignore API pauses. Raises :class:`QuotaStoreUnavailable`.
+    """
+    booking = quota_store().reserve_token_slot(key_quota(api_key))
+    return Reservation(
+        api_key_id=api_key.pk, lane=TOKEN_LANE, send_at=booking.at, wait=booking.wait
+    )
+
+
+def token_slot_acquire(*, api_key: ApiKey) -> Reservation:
+    """Book a token-endpoint slot and sleep until it."""
+    reservation = token_slot_reserve(api_key=api_key)
+    quota_wait(reservation)
+    return reservation
+
+
+def _is_background(lane: str) -> bool:
+    if lane not in Lane.values:
+        raise ValueError(f"lane must be one of {', '.join(Lane.values)}, not {lane!r}")
+    return lane == Lane.BACKGROUND
+
+
+def _exhausted(quota: KeyQuota, booking: Booking, lane: str) -> QuotaExhausted:
+    return QuotaExhausted(
+        reset_at=_utc((booking.day + 1) * rules.SECONDS_PER_DAY),
+        retry_at=_utc(booking.at),
+        wait=booking.wait,
+        client_id=quota.client_id,
+        lane=lane,
+        day_count=booking.day_count,
+        budget=quota.budget(background=lane == Lane.BACKGROUND),
+        stopped=booking.outcome is Outcome.STOPPED,
+    )
+
+
+def _utc(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC)

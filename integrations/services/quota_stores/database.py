@@ -1,0 +1,353 @@
+"""The ledger as a ``KeyLimiterState`` row in the Django database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
+from django.utils import timezone
+
+from integrations.models import KeyLimiterState
+from integrations.services.quota_stores import rules
+from integrations.services.quota_stores.base import QuotaStore, QuotaStoreUnavailable
+from integrations.services.quota_stores.rules import Booking, KeyQuota, Ledger, Outcome
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's own busy handler still serialises bookings
+    fcntl = None  # type: ignore[assignment]
+
+Result = TypeVar("Result")
+
+# SQL is built from the model's own names, never from input (hence the S608 waivers).
+_TABLE = KeyLimiterState._meta.db_table
+_COLUMNS = (
+    "next_slot_at",
+    "day",
+    "day_count",
+    "next_day_count",
+    "paused_until",
+    "margin",
+    "margin_widened_at",
+    "stopped_until",
+    "token_next_slot_at",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)}{{clock}} FROM {_TABLE} WHERE api_key_id = %s{{lock}}"  # noqa: S608
+_INSERT = (
+    f"INSERT INTO {_TABLE} (api_key_id, {', '.join(_COLUMNS)}, updated_at) "  # noqa: S608
+    f"VALUES (%s, {', '.join('NULL' if c == 'day' else '0' for c in _COLUMNS)}, %s) "
+    f"ON CONFLICT (api_key_id) DO NOTHING"
+)
+_UPDATE = (
+    f"UPDATE {_TABLE} SET {', '.join(f'{c} = %s' for c in _COLUMNS)}, updated_at = %s "  # noqa: S608
+    f"WHERE api_key_id = %s"
+)
+# PostgreSQL's clock is the one clock every host shares. Read in the same statement as the row;
+# were it read before a wait for the row lock, callers would only sleep longer than needed
+# (waits are measured from it), never send early.
+_PG_CLOCK = ", extract(epoch FROM clock_timestamp())::float8"
+
+# rules.book_call as one PostgreSQL statement, so the row lock is held only while the server
+# runs it (a lock held across client round trips queues every process behind the slowest).
+# Keep in step with rules.book_call and the Lua in redis.py; the store suite holds all three to
+# the same answers. {async_commit} is filled in by _reserve_in_one_statement.
+_PG_RESERVE = f"""
+WITH ledger AS (
+    SELECT next_slot_at, paused_until, margin, day_count, next_day_count, stopped_until,
+           COALESCE(day - DATE '1970-01-01', 0) AS day,
+           COALESCE(%(now)s, extract(epoch FROM clock_timestamp())::float8) AS now
+    FROM {_TABLE}{{async_commit}} WHERE api_key_id = %(id)s FOR UPDATE OF {_TABLE}
+), slot AS (
+    SELECT *, GREATEST(now, next_slot_at, paused_until) AS slot,
+           (1.0 + GREATEST(margin, %(margin)s)) / %(per_second)s AS spacing
+    FROM ledger
+), first_day AS (
+    SELECT *, GREATEST(floor((slot - %(guard)s) / 86400)::int, day) AS first_day FROM slot
+), rolled AS (
+    SELECT *, GREATEST(floor((slot + %(guard)s) / 86400)::int, first_day) AS last_day,
+           CASE WHEN first_day = day THEN day_count
+                WHEN first_day = day + 1 THEN next_day_count ELSE 0 END AS count,
+           CASE WHEN first_day = day THEN next_day_count ELSE 0 END AS next_count
+    FROM first_day
+), decision AS (
+    SELECT *, CASE
+        WHEN slot < stopped_until THEN 'stopped'
+        WHEN count >= %(budget)s THEN 'exhausted'
+        WHEN last_day > first_day AND next_count >= %(budget)s THEN 'exhausted-next-day'
+        WHEN %(background)s AND slot > now + %(horizon)s THEN 'deferred'
+        ELSE 'granted' END AS outcome
+    FROM rolled
+), booked AS (
+    UPDATE {_TABLE} SET
+        next_slot_at = decision.slot + decision.spacing,
+        day = DATE '1970-01-01' + decision.first_day,
+        day_count = decision.count + 1,
+        next_day_count = decision.next_count + (decision.last_day > decision.first_day)::int,
+        updated_at = statement_timestamp()
+    FROM decision
+    WHERE api_key_id = %(id)s AND decision.outcome = 'granted'
+)
+SELECT outcome, now, slot, first_day, last_day, count, next_count, stopped_until
+FROM decision
+"""  # noqa: S608
+# A booking that commits on its own need not hold the row lock while the WAL reaches the disk:
+# with synchronous_commit off, a crash of the database server can forget at most the last
+# 3 * wal_writer_delay (0.6 s by default) of bookings, whose slots are long past by the time it
+# is back, i.e. a few units of the day's count. That halves the time each booking holds the
+# key's row and doubles a key's bookings per second under contention.
+_PG_ASYNC_COMMIT = ", (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+_PG_RESERVE_ALONE = _PG_RESERVE.format(async_commit=_PG_ASYNC_COMMIT)
+# Inside the caller's transaction the setting would also cover the caller's own writes.
+_PG_RESERVE_IN_TRANSACTION = _PG_RESERVE.format(async_commit="")
+
+
+class DatabaseStore(QuotaStore):
+    """Each step is atomic on the key's row; the row is created by ``INSERT ... ON CONFLICT DO
+    NOTHING``, so racing first uses all end up on the one row.
+
+    * PostgreSQL: a reservation is one statement that locks the row (``FOR UPDATE``), applies
+      the rules and writes, committed without waiting for the disk (see ``_PG_ASYNC_COMMIT``);
+      other steps are a short, fully durable transaction around ``SELECT ... FOR UPDATE``.
+      Only steps on the same key wait for each other. The time is the database clock
+      (``clock_timestamp()``), so hosts whose clocks disagree still share one timeline.
+    * SQLite: a short transaction that starts with a write (``INSERT ... ON CONFLICT DO
+      NOTHING``) and so holds the database's write lock whatever ``transaction_mode`` says. The
+      host clock is the one clock, as SQLite serves one host. The processes of the host take
+      turns on a kernel file lock first: a waiter is woken the moment it is its turn, instead of
+      sleeping in SQLite's busy handler (1, 2, 5 ... 100 ms) and losing to newcomers.
+
+    Call the quota service outside ``transaction.atomic()``: inside one, the booking (and its
+    row lock) would last, or be rolled back, with the caller's transaction.
+    """
+
+    def __init__(self, *, using: str = DEFAULT_DB_ALIAS) -> None:
+        self.using = using
+        self._host_lock = _HostLock()
+
+    def reserve(self, quota: KeyQuota, *, background: bool, now: float | None = None) -> Booking:
+        if connections[self.using].vendor == "postgresql":
+            return self._reserve_in_one_statement(quota, background=background, now=now)
+        return self._step(
+            quota,
+            now,
+            lambda ledger, at: rules.book_call(ledger, quota, background=background, now=at),
+        )
+
+    def reserve_token_slot(self, quota: KeyQuota, *, now: float | None = None) -> Booking:
+        return self._step(
+            quota, now, lambda ledger, at: rules.book_token_slot(ledger, quota, now=at)
+        )
+
+    def pause(self, quota: KeyQuota, *, seconds: float, now: float | None = None) -> float:
+        def decide(ledger: Ledger, at: float) -> tuple[Ledger, float]:
+            paused = rules.pause(ledger, seconds=seconds, now=at)
+            return paused, paused.paused_until
+
+        return self._step(quota, now, decide)
+
+    def widen_margin(
+        self,
+        quota: KeyQuota,
+        *,
+        factor: float,
+        step: float,
+        maximum: float,
+        now: float | None = None,
+    ) -> float:
+        def decide(ledger: Ledger, at: float) -> tuple[Ledger | None, float]:
+            widened = rules.widen_margin(
+                ledger, quota, factor=factor, step=step, maximum=maximum, now=at
+            )
+            return widened, rules.effective_margin(widened or ledger, quota)
+
+        return self._step(quota, now, decide)
+
+    def stop_day(self, quota: KeyQuota, *, now: float | None = None) -> float:
+        def decide(ledger: Ledger, at: float) -> tuple[Ledger, float]:
+            stopped = rules.stop_day(ledger, quota, now=at)
+            return stopped, stopped.stopped_until
+
+        return self._step(quota, now, decide)
+
+    def resume(self, quota: KeyQuota, *, now: float | None = None) -> None:
+        self._step(quota, now, lambda ledger, at: (rules.resume(ledger), None))
+
+    def read(self, quota: KeyQuota, *, now: float | None = None) -> tuple[Ledger, float]:
+        try:
+            with connections[self.using].cursor() as cursor:
+                ledger, clock = self._select(cursor, quota.ledger_id, lock=False)
+        except Error as exc:
+            raise _unavailable(exc, self.using) from exc
+        at = clock if now is None else now
+        return rules.current_view(ledger, quota, now=at), at
+
+    # --- PostgreSQL: a reservation in one statement -------------------------------------------
+
+    def _reserve_in_one_statement(
+        self, quota: KeyQuota, *, background: bool, now: float | None
+    ) -> Booking:
+        params = {
+            "id": quota.ledger_id,
+            "now": now,
+            "margin": quota.margin,
+            "per_second": quota.per_second,
+            "guard": quota.day_guard,
+            "budget": quota.budget(background=background),
+            "background": background,
+            "horizon": quota.horizon,
+        }
+        connection = connections[self.using]
+        try:
+            statement = (
+                _PG_RESERVE_IN_TRANSACTION if connection.in_atomic_block else _PG_RESERVE_ALONE
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                row = cursor.fetchone()
+                if row is None:  # the key's first booking ever
+                    self._insert(cursor, quota.ledger_id)
+                    cursor.execute(statement, params)
+                    row = cursor.fetchone()
+        except Error as exc:
+            raise _unavailable(exc, self.using) from exc
+        outcome, clock, slot, first_day, last_day, count, next_count, stopped_until = row
+        if outcome == "granted":
+            return Booking(Outcome.GRANTED, clock, slot, first_day, count + 1)
+        if outcome == "stopped":
+            return Booking(Outcome.STOPPED, clock, stopped_until, first_day, count)
+        if outcome == "deferred":
+            return Booking(Outcome.DEFERRED, clock, slot - quota.horizon)
+        if outcome == "exhausted":
+            return Booking(
+                Outcome.EXHAUSTED, clock, rules.reopens_at(first_day, quota), first_day, count
+            )
+        return Booking(
+            Outcome.EXHAUSTED, clock, rules.reopens_at(last_day, quota), last_day, next_count
+        )
+
+    # --- one locked step ----------------------------------------------------------------------
+
+    def _step(
+        self,
+        quota: KeyQuota,
+        now: float | None,
+        decide: Callable[[Ledger, float], tuple[Ledger | None, Result]],
+    ) -> Result:
+        connection = connections[self.using]
+        try:
+            if connection.vendor == "sqlite":
+                # Inside the caller's transaction this process may already hold SQLite's lock:
+                # waiting for the host lock then could stall whoever holds it.
+                host_lock = (
+                    nullcontext()
+                    if connection.in_atomic_block
+                    else self._host_lock.held(connection.settings_dict["NAME"])
+                )
+                with host_lock, transaction.atomic(using=self.using), connection.cursor() as c:
+                    self._insert(c, quota.ledger_id)
+                    ledger, clock = self._select(c, quota.ledger_id, lock=True)
+                    return self._apply(c, quota, ledger, clock if now is None else now, decide)
+            with transaction.atomic(using=self.using), connection.cursor() as cursor:
+                try:
+                    ledger, clock = self._select(cursor, quota.ledger_id, lock=True)
+                except LookupError:
+                    self._insert(cursor, quota.ledger_id)
+                    ledger, clock = self._select(cursor, quota.ledger_id, lock=True)
+                return self._apply(cursor, quota, ledger, clock if now is None else now, decide)
+        except Error as exc:
+            raise _unavailable(exc, self.using) from exc
+
+    def _apply(
+        self,
+        cursor: Any,
+        quota: KeyQuota,
+        ledger: Ledger,
+        now: float,
+        decide: Callable[[Ledger, float], tuple[Ledger | None, Result]],
+    ) -> Result:
+        changed, result = decide(ledger, now)
+        if changed is not None:
+            self._write(cursor, quota.ledger_id, changed)
+        return result
+
+    def _select(self, cursor: Any, ledger_id: int, *, lock: bool) -> tuple[Ledger, float]:
+        postgres = cursor.db.vendor == "postgresql"
+        cursor.execute(
+            _SELECT.format(
+                clock=_PG_CLOCK if postgres else "",
+                lock=" FOR UPDATE" if lock and postgres else "",
+            ),
+            [ledger_id],
+        )
+        row = cursor.fetchone()
+        clock = row[-1] if row is not None and postgres else time.time()
+        if row is None:
+            if lock:
+                raise LookupError(ledger_id)
+            return Ledger(), clock
+        values = dict(zip(_COLUMNS, row, strict=False))
+        day = values.pop("day")
+        if isinstance(day, str):  # SQLite hands dates back as ISO text
+            day = dt.date.fromisoformat(day)
+        return Ledger(day=rules.date_day_number(day) if day else 0, **values), float(clock)
+
+    def _insert(self, cursor: Any, ledger_id: int) -> None:
+        cursor.execute(_INSERT, [ledger_id, self._timestamp(cursor)])
+
+    def _write(self, cursor: Any, ledger_id: int, ledger: Ledger) -> None:
+        day = rules.day_date(ledger.day) if ledger.day else None
+        values = {**dataclasses.asdict(ledger), "day": cursor.db.ops.adapt_datefield_value(day)}
+        cursor.execute(
+            _UPDATE, [*(values[c] for c in _COLUMNS), self._timestamp(cursor), ledger_id]
+        )
+
+    @staticmethod
+    def _timestamp(cursor: Any) -> Any:
+        return cursor.db.ops.adapt_datetimefield_value(timezone.now())
+
+
+class _HostLock:
+    """An exclusive ``flock`` on ``<sqlite file>.quota-lock``, one holder per host at a time.
+
+    Threads of a process share the file description, so they queue on a thread lock first.
+    """
+
+    def __init__(self) -> None:
+        self._thread_lock = threading.Lock()
+        self._files: dict[tuple[int, str], int] = {}
+
+    @contextmanager
+    def held(self, database: Any) -> Iterator[None]:
+        name = str(database)
+        if fcntl is None or not name or name == ":memory:" or "mode=memory" in name:
+            yield
+            return
+        with self._thread_lock:
+            descriptor = self._descriptor(f"{name}.quota-lock")
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+    def _descriptor(self, path: str) -> int:
+        # Keyed by pid: a forked child must not share its parent's lock file description.
+        key = (os.getpid(), path)
+        if key not in self._files:
+            self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._files[key]
+
+
+def _unavailable(exc: Error, using: str) -> QuotaStoreUnavailable:
+    summary = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return QuotaStoreUnavailable(
+        f"The quota ledger in database {using!r} is unavailable ({type(exc).__name__}: "
+        f"{summary}); no call was booked, so none may be sent."
+    )

@@ -1,0 +1,216 @@
+"""The booking rules every quota store applies to one key's ledger, as pure functions.
+
+The database store runs these inside one locked transaction, except that on PostgreSQL a
+reservation is one SQL statement; the Redis store runs them as Lua scripts. Keep the copies of
+:func:`book_call` (here, ``database.py``, ``redis.py``) in step: the shared store test suite
+holds every store to the same answers. Times are epoch seconds on the store's clock; days are
+UTC day numbers (``floor(t / 86400)``).
+
+Slots. Calls are spaced ``(1 + margin) / per_second`` apart, so any ``per_second + 1``
+consecutive calls span ``1 + margin`` seconds: a 1-second window at CC can only see one call too
+many if one call's send-to-arrival delay exceeds a later one's by more than ``margin`` seconds.
+A call's slot is ``max(now, next_slot_at, paused_until)``; booking it moves ``next_slot_at``
+one spacing past it.
+
+Lanes. Interactive calls always book the next slot. A background call books only a slot that
+starts within ``horizon`` seconds of now; otherwise it is told to come back at
+``slot - horizon`` and nothing is booked. Background traffic therefore never queues more than
+``horizon`` ahead, and an interactive call arriving behind it waits at most about
+``horizon + spacing``. Background calls also stop at ``background_per_day``, keeping the rest
+of the day's budget for interactive calls.
+
+Days. CC counts a call against the UTC day in which it arrives by CC's clock. A call sent within
+``day_guard`` seconds of 00:00 UTC may land on either side of midnight (clock skew, latency), so
+it is counted against both days: the day before can never be overrun by a clock that rolled
+early, and the day after starts with the calls that may have landed in it. The ledger's day
+therefore rolls at 00:00 UTC + ``day_guard``; ``next_day_count`` holds the calls already
+counted against the day after.
+
+Stops. When CC answers ``quota_exceeded`` its day is spent whatever our count says:
+``stopped_until`` (the day's reopening) refuses every booking whose slot is before it, in both
+lanes, until it passes or an operator lifts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+SECONDS_PER_DAY = 86_400
+
+# Throttled 429s from one burst arrive together from every process: one burst widens once.
+WIDEN_COOLDOWN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class KeyQuota:
+    """One key's limits and the policy to book them with: everything a store needs to decide."""
+
+    ledger_id: int
+    client_id: str
+    per_second: int
+    per_day: int
+    background_per_day: int
+    margin: float
+    horizon: float
+    day_guard: float
+    token_spacing: float
+
+    def budget(self, *, background: bool) -> int:
+        return self.background_per_day if background else self.per_day
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """One key's shared state. ``day`` 0 means nothing has been counted yet."""
+
+    next_slot_at: float = 0.0
+    day: int = 0
+    day_count: int = 0
+    next_day_count: int = 0
+    paused_until: float = 0.0
+    margin: float = 0.0
+    margin_widened_at: float = 0.0
+    stopped_until: float = 0.0
+    token_next_slot_at: float = 0.0
+
+
+class Outcome(StrEnum):
+    GRANTED = "granted"
+    DEFERRED = "deferred"
+    EXHAUSTED = "exhausted"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A store's answer to a reservation.
+
+    ``at`` is the slot when GRANTED, the moment to ask again when DEFERRED, and the moment the
+    spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are the day counted
+    against and its count including this call (GRANTED), or the spent day and its count.
+    ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
+    """
+
+    outcome: Outcome
+    now: float
+    at: float
+    day: int = 0
+    day_count: int = 0
+
+    @property
+    def wait(self) -> float:
+        return max(0.0, self.at - self.now)
+
+
+def day_number(at: float) -> int:
+    return math.floor(at / SECONDS_PER_DAY)
+
+
+def day_date(number: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=number)
+
+
+def date_day_number(date: dt.date) -> int:
+    return (date - dt.date(1970, 1, 1)).days
+
+
+def reopens_at(day: int, quota: KeyQuota) -> float:
+    """When a booking no longer counts against ``day``: its midnight plus the guard."""
+    return (day + 1) * SECONDS_PER_DAY + quota.day_guard
+
+
+def effective_margin(ledger: Ledger, quota: KeyQuota) -> float:
+    return max(ledger.margin, quota.margin)
+
+
+def rolled(ledger: Ledger, day: int) -> Ledger:
+    """The ledger with ``day`` as its current day (never rolls backwards)."""
+    if day <= ledger.day:
+        return ledger
+    carried = ledger.next_day_count if day == ledger.day + 1 else 0
+    return dataclasses.replace(ledger, day=day, day_count=carried, next_day_count=0)
+
+
+def book_call(
+    ledger: Ledger, quota: KeyQuota, *, background: bool, now: float
+) -> tuple[Ledger | None, Booking]:
+    """Book the next slot and one unit of the day's budget, or say why not.
+
+    Returns the new ledger (None when nothing changes) and the answer. Never counts past the
+    lane's budget; never grants a slot closer than one spacing to the previous one.
+    """
+    spacing = (1.0 + effective_margin(ledger, quota)) / quota.per_second
+    slot = max(now, ledger.next_slot_at, ledger.paused_until)
+    # A clock that stepped backwards must not reopen a day already counted.
+    first_day = max(day_number(slot - quota.day_guard), ledger.day)
+    last_day = max(day_number(slot + quota.day_guard), first_day)
+    current = rolled(ledger, first_day)
+    if slot < ledger.stopped_until:
+        return None, Booking(
+            Outcome.STOPPED, now, ledger.stopped_until, first_day, current.day_count
+        )
+    budget = quota.budget(background=background)
+    if current.day_count >= budget:
+        return None, Booking(
+            Outcome.EXHAUSTED, now, reopens_at(first_day, quota), first_day, current.day_count
+        )
+    straddles = last_day > first_day
+    if straddles and current.next_day_count >= budget:
+        return None, Booking(
+            Outcome.EXHAUSTED, now, reopens_at(last_day, quota), last_day, current.next_day_count
+        )
+    if background and slot > now + quota.horizon:
+        return None, Booking(Outcome.DEFERRED, now, slot - quota.horizon)
+    booked = dataclasses.replace(
+        current,
+        next_slot_at=slot + spacing,
+        day_count=current.day_count + 1,
+        next_day_count=current.next_day_count + int(straddles),
+    )
+    return booked, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def book_token_slot(ledger: Ledger, quota: KeyQuota, *, now: float) -> tuple[Ledger, Booking]:
+    """Book the next token-endpoint slot, ``token_spacing`` after the previous one."""
+    slot = max(now, ledger.token_next_slot_at)
+    booked = dataclasses.replace(ledger, token_next_slot_at=slot + quota.token_spacing)
+    return booked, Booking(Outcome.GRANTED, now, slot)
+
+
+def pause(ledger: Ledger, *, seconds: float, now: float) -> Ledger:
+    """No slot starts before ``now + seconds`` (an existing longer pause is kept)."""
+    return dataclasses.replace(ledger, paused_until=max(ledger.paused_until, now + seconds))
+
+
+def widen_margin(
+    ledger: Ledger, quota: KeyQuota, *, factor: float, step: float, maximum: float, now: float
+) -> Ledger | None:
+    """Margin becomes ``min(maximum, margin * factor + step)``; never narrows. Widens at most
+    once per cooldown, so a burst of 429s seen by many processes counts as one."""
+    if now < ledger.margin_widened_at + WIDEN_COOLDOWN_SECONDS:
+        return None
+    current = effective_margin(ledger, quota)
+    widened = max(current, min(maximum, current * factor + step))
+    if widened == ledger.margin:
+        return None
+    return dataclasses.replace(ledger, margin=widened, margin_widened_at=now)
+
+
+def stop_day(ledger: Ledger, quota: KeyQuota, *, now: float) -> Ledger:
+    """Refuse every booking until today reopens (CC answered ``quota_exceeded``)."""
+    reopens = reopens_at(day_number(now - quota.day_guard), quota)
+    return dataclasses.replace(ledger, stopped_until=max(ledger.stopped_until, reopens))
+
+
+def resume(ledger: Ledger) -> Ledger:
+    """Lift a stop: bookings continue against what is left of today's budget."""
+    return dataclasses.replace(ledger, stopped_until=0.0)
+
+
+def current_view(ledger: Ledger, quota: KeyQuota, *, now: float) -> Ledger:
+    """The ledger as of ``now`` (rolled into today), for reporting."""
+    return rolled(ledger, day_number(now - quota.day_guard))
