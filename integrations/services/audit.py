@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+from collections.abc import Iterator
 from http import HTTPStatus
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from integrations.models import ApiCall, ApiKey, CallKind, ConnectedAccount, DailyUsage, Lane
+from integrations.models import (
+    ApiCall,
+    ApiKey,
+    BulkJob,
+    CallKind,
+    ConnectedAccount,
+    DailyUsage,
+    Lane,
+)
+
+_current_job: contextvars.ContextVar[BulkJob | None] = contextvars.ContextVar(
+    "ccportal_bulk_job", default=None
+)
+
+
+@contextlib.contextmanager
+def calls_attributed_to(job: BulkJob) -> Iterator[None]:
+    """Every call recorded inside this block is counted as ``job``'s."""
+    token = _current_job.set(job)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
 
 
 def api_call_record(
@@ -43,6 +68,7 @@ def api_call_record(
             latency_ms=max(0, int(latency_ms)),
             attempt=attempt,
             lane=lane,
+            bulk_job=_current_job.get(),
             created_at=at,
         )
         day = at.astimezone(dt.UTC).date()

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from integrations.services.tokens import tokens_keep_alive
+
+
+class Command(BaseCommand):
+    help = (
+        "Refresh accounts whose refresh token has been idle for --idle-days (default 150), "
+        "before CC expires it at 180 days."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--idle-days", type=int, default=None)
+
+    def handle(self, *args, **options) -> None:
+        outcomes = tokens_keep_alive(idle_days=options["idle_days"])
+        if not outcomes:
+            self.stdout.write("No idle refresh tokens.")
+        for account, outcome in outcomes:
+            self.stdout.write(f"{account}: {outcome}")
