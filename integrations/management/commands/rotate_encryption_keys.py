@@ -13,7 +13,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         counts = encryption_keys_rotate(
-            on_progress=lambda label, done: self.stdout.write(f"  {label}: {done} rows", ending="\r")
+            on_progress=lambda label, done: self.stdout.write(
+                f"  {label}: {done} rows", ending="\r"
+            )
         )
         for label, count in counts.items():
             self.stdout.write(f"{label}: {count} rows re-encrypted")

@@ -37,6 +37,9 @@ class Command(BaseCommand):
                     portal_url=f"http://127.0.0.1:{options['port']}",
                     stdout=self.stdout,
                 )
+            from integrations.tasks import periodic_tasks_ensure_scheduled
+
+            periodic_tasks_ensure_scheduled()
             start("worker", [*manage, "db_worker", "--queue-name", "*", "--no-reload"])
             start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{options['port']}"])
             self.stdout.write(

@@ -1,0 +1,97 @@
+"""Send one request to Constant Contact through the gateway and print the answer.
+
+manage.py cc_request GET /contact_lists [--account ID] [--json BODY] [--lane background]
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations.constant_contact.errors import CCError
+from integrations.models import ConnectedAccount, Lane
+from integrations.services.gateway import cc_call
+from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
+from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+class Command(BaseCommand):
+    help = "Call the CC v3 API (path relative to /v3) for a connected account; prints JSON."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("method", help="GET, POST, PUT, PATCH or DELETE")
+        parser.add_argument("path", help="e.g. /contact_lists or /v3/contacts?limit=5")
+        parser.add_argument("--account", type=int, help="account id (default: the only active one)")
+        parser.add_argument("--json", dest="body", help="request body as JSON")
+        parser.add_argument("--lane", choices=Lane.values, default=Lane.INTERACTIVE)
+
+    def handle(self, *args, **options) -> None:
+        method = options["method"].upper()
+        if method not in METHODS:
+            raise CommandError(
+                f"unknown method {options['method']!r}; use one of {', '.join(METHODS)}."
+            )
+        path = options["path"]
+        if path.startswith("/v3/") or path == "/v3":
+            path = path[3:] or "/"
+        if not path.startswith("/"):
+            raise CommandError(
+                f"path must start with '/', e.g. /contact_lists (got {options['path']!r})."
+            )
+        body = None
+        if options["body"] is not None:
+            try:
+                body = json.loads(options["body"])
+            except json.JSONDecodeError as exc:
+                raise CommandError(
+                    f"--json is not valid JSON: {exc.msg} at column {exc.colno}."
+                ) from None
+        account = self._account(options["account"])
+        params = None
+        if "?" in path:
+            from urllib.parse import parse_qsl
+
+            path, query = path.split("?", 1)
+            params = dict(parse_qsl(query, keep_blank_values=True))
+        try:
+            answer = cc_call(
+                account=account,
+                method=method,
+                path=path,
+                params=params,
+                json=body,
+                lane=options["lane"],
+            )
+        except (
+            CCError,
+            QuotaExhausted,
+            QuotaStoreUnavailable,
+            AccountNotConnected,
+            TokenRefreshFailed,
+        ) as exc:
+            raise CommandError(str(exc)) from None
+        if isinstance(answer, dict | list):
+            self.stdout.write(json.dumps(answer, indent=2))
+        elif answer is not None:
+            self.stdout.write(str(answer))
+
+    def _account(self, pk: int | None) -> ConnectedAccount:
+        accounts = ConnectedAccount.objects.select_related("api_key")
+        if pk is not None:
+            try:
+                return accounts.get(pk=pk)
+            except ConnectedAccount.DoesNotExist:
+                raise CommandError(
+                    f"no connected account with id {pk} (see manage.py cc_accounts list)."
+                ) from None
+        active = list(accounts.filter(status="active")[:2])
+        if len(active) != 1:
+            raise CommandError(
+                "more than one connected account: pass --account ID."
+                if active
+                else "no connected account: connect one in the portal first."
+            )
+        return active[0]

@@ -1,0 +1,262 @@
+"""The one way out to Constant Contact. ``grep cc_call`` finds every place ccportal talks to CC.
+
+``cc_call`` books a slot and a unit of the key's daily budget (``quota``), takes a valid
+access token (``tokens``), sends with connect/read timeouts, classifies the outcome and records
+every attempt (``ApiCall`` + daily rollup):
+
+* connection failures before the request left, and 5xx/timeouts on idempotent requests, are
+  retried with full-jitter exponential backoff — each retry books a new slot;
+* 429 ``throttled`` means our own accounting was wrong: the key is paused for every process
+  for a second and its slot spacing widened, then the call is retried;
+* 429 ``quota_exceeded`` stops the key until 00:00 UTC and raises :class:`CCQuotaExceeded`
+  naming the reset (background jobs pause until then; interactive callers see the message);
+* 429 from the bulk-activity queue (1,000 queued activities) backs off that account only;
+* 401 forces one refresh through the token service, then one retry;
+* any other 4xx raises a typed error carrying CC's error body (never a token).
+
+Other code should use :func:`cc_client` for typed endpoints, or ``cc_call`` for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from http import HTTPStatus
+from typing import Any
+
+import requests
+from django.core.cache import cache
+from urllib3.exceptions import NewConnectionError
+
+from integrations import conf
+from integrations.constant_contact.client import ConstantContact
+from integrations.constant_contact.errors import (
+    CCActivityQueueFull,
+    CCError,
+    CCHTTPError,
+    CCQuotaExceeded,
+    CCTransportError,
+    http_error_for,
+)
+from integrations.constant_contact.http import session_create
+from integrations.models import ConnectedAccount, Lane
+from integrations.services import quota
+from integrations.services.audit import api_call_record
+from integrations.services.tokens import access_token
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+MAX_ATTEMPTS = 4
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+ACTIVITY_QUEUE_BACKOFF = 60.0
+_ID_SEGMENT = re.compile(
+    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\d+)$"
+)
+
+_session: requests.Session | None = None
+
+
+def _http() -> requests.Session:
+    global _session
+    if _session is None:
+        _session = session_create()
+    return _session
+
+
+def path_template(path: str) -> str:
+    """``/contacts/1b2c...?include=x`` → ``/contacts/{id}``: what the call ledger groups by."""
+    bare = path.split("?", 1)[0]
+    return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in bare.split("/"))
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+def _uses_activity_queue(method: str, path: str) -> bool:
+    # CC's 1,000-queued-activities cap answers on POST /activities/* and the export download.
+    return (method == "POST" and path.startswith("/activities")) or path.startswith(
+        "/contact_exports"
+    )
+
+
+def _account_backoff_key(account: ConnectedAccount) -> str:
+    return f"ccportal:activity-queue-backoff:{account.pk}"
+
+
+def _parse(response: requests.Response) -> Any:
+    if response.status_code == HTTPStatus.NO_CONTENT or not response.content:
+        return None
+    if "json" in response.headers.get("Content-Type", ""):
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+    return response.text
+
+
+def cc_call(
+    *,
+    account: ConnectedAccount,
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    json: Any = None,
+    files: dict[str, Any] | None = None,
+    data: bytes | None = None,
+    lane: str = Lane.INTERACTIVE,
+    accept: str = "application/json",
+) -> Any:
+    """Send one request to CC's v3 API for ``account`` and return the parsed answer.
+
+    ``path`` is relative to the API base (``/contact_lists``); ``data`` sends pre-serialised
+    JSON bytes (for bodies whose exact size matters). Returns JSON as Python objects,
+    text for CSV, None for 204. Raises a :class:`CCError` subclass, ``quota.QuotaExhausted``,
+    ``quota.QuotaStoreUnavailable``, or the token service's errors.
+    """
+    method = method.upper()
+    if lane not in Lane.values:
+        raise ValueError(f"lane must be one of {', '.join(Lane.values)}, not {lane!r}")
+    if not path.startswith("/"):
+        path = "/" + path
+    template = path_template(path)
+    api_key = account.api_key
+    url = conf.cc_endpoints().api_base_url + path
+    refreshed_after_401 = False
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if _uses_activity_queue(method, path):
+            until = cache.get(_account_backoff_key(account))
+            if until and until > time.time():
+                raise CCActivityQueueFull(
+                    status=HTTPStatus.TOO_MANY_REQUESTS,
+                    method=method,
+                    path=template,
+                    body={
+                        "error_message": f"backing off this account for {until - time.time():.0f} s more"
+                    },
+                )
+        quota.quota_acquire(api_key=api_key, lane=lane)
+        token = access_token(account=account)
+        version = account.token_version
+        started = time.monotonic()
+        status: int | None = None
+        error_key = ""
+        headers = {"Authorization": f"Bearer {token}", "Accept": accept}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = _http().request(
+                method, url, params=params, json=json, files=files, data=data, headers=headers
+            )
+        except requests.RequestException as exc:
+            error_key = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            _record(account, method, template, None, error_key, started, attempt, lane)
+            never_sent = isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc)
+            if (never_sent or method in IDEMPOTENT) and attempt < MAX_ATTEMPTS:
+                time.sleep(_backoff(attempt))
+                continue
+            raise CCTransportError(
+                f"No answer from Constant Contact to {method} {template} "
+                f"({type(exc).__name__}) after {attempt} attempt(s).",
+                timeout=isinstance(exc, requests.Timeout),
+            ) from None
+
+        status = response.status_code
+        body = _parse(response)
+        error = (
+            None
+            if status < HTTPStatus.BAD_REQUEST
+            else http_error_for(
+                status=status,
+                method=method,
+                path=template,
+                body=body,
+                reset_at=quota.next_utc_midnight(),
+            )
+        )
+        error_key = error.error_key if error else ""
+        _record(account, method, template, status, error_key, started, attempt, lane)
+        if error is None:
+            return body
+
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            if error_key == "throttled":
+                logger.error(
+                    "CC throttled key %s (429 throttled) although every call was booked: "
+                    "pausing the key for 1 s and widening its slot spacing.",
+                    api_key.client_id,
+                )
+                quota.quota_pause(api_key=api_key, seconds=1.0)
+                quota.quota_widen_margin(api_key=api_key)
+                if attempt < MAX_ATTEMPTS:
+                    continue
+            elif isinstance(error, CCQuotaExceeded):
+                quota.quota_stop_until_next_day(api_key=api_key)
+                logger.warning("CC's daily quota for key %s is spent.", api_key.client_id)
+            else:
+                cache.set(
+                    _account_backoff_key(account),
+                    time.time() + ACTIVITY_QUEUE_BACKOFF,
+                    timeout=int(ACTIVITY_QUEUE_BACKOFF) + 5,
+                )
+            raise error
+        if status == HTTPStatus.UNAUTHORIZED and not refreshed_after_401:
+            refreshed_after_401 = True
+            access_token(account=account, stale_version=version)
+            continue
+        if (
+            status >= HTTPStatus.INTERNAL_SERVER_ERROR
+            and method in IDEMPOTENT
+            and attempt < MAX_ATTEMPTS
+        ):
+            time.sleep(_backoff(attempt))
+            continue
+        raise error
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_connect_failure(exc: requests.RequestException) -> bool:
+    """True when the request provably never reached CC (refused, DNS, connect timeout)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _record(
+    account: ConnectedAccount,
+    method: str,
+    template: str,
+    status: int | None,
+    error_key: str,
+    started: float,
+    attempt: int,
+    lane: str,
+) -> None:
+    api_call_record(
+        api_key=account.api_key,
+        account=account,
+        method=method,
+        path_template=template,
+        status_code=status,
+        error_key=error_key,
+        latency_ms=int((time.monotonic() - started) * 1000),
+        attempt=attempt,
+        lane=lane,
+    )
+
+
+def cc_client(*, account: ConnectedAccount, lane: str = Lane.INTERACTIVE) -> ConstantContact:
+    """CC's typed endpoints for ``account``, every call going through :func:`cc_call`."""
+
+    def send(method: str, path: str, **kwargs: Any) -> Any:
+        return cc_call(account=account, method=method, path=path, lane=lane, **kwargs)
+
+    return ConstantContact(send)
+
+
+__all__ = ["CCError", "CCHTTPError", "cc_call", "cc_client", "path_template"]
