@@ -230,6 +230,15 @@ CC_QUOTA_STORE = env.str(
     else "integrations.services.quota_stores.DatabaseStore",
 )
 
+# Tuning (defaults suit Constant Contact; see .env.example). Read by integrations.conf.
+CC_TOKEN_REFRESH_SKEW = env.int("CC_TOKEN_REFRESH_SKEW", default=300)
+CC_TOKEN_LEASE_SECONDS = env.float("CC_TOKEN_LEASE_SECONDS", default=30.0)
+CC_TOKEN_WAIT_SECONDS = env.float("CC_TOKEN_WAIT_SECONDS", default=120.0)
+CC_TOKEN_KEEPALIVE_DAYS = env.int("CC_TOKEN_KEEPALIVE_DAYS", default=150)
+CC_QUOTA_MARGIN = env.float("CC_QUOTA_MARGIN", default=0.05)
+CC_QUOTA_INTERACTIVE_RESERVE = env.float("CC_QUOTA_INTERACTIVE_RESERVE", default=0.05)
+CC_QUOTA_REDIS_PREFIX = env.str("CC_QUOTA_REDIS_PREFIX", default="ccportal:quota:")
+
 # --- logging ----------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
@@ -237,5 +246,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # Task start/finish lines every few seconds (the watchdog) would drown the console.
+        "django_tasks": {"level": "WARNING"},
+    },
 }

@@ -164,7 +164,13 @@ def connect_complete(*, session: Any, params: dict[str, str]) -> ConnectResult:
         )
         account.cc_user_id = claims.subject
         account.platform_user_id = claims.platform_user_id
-        account.label = account.label or claims.subject
+        # CC's access token names the user only by id; an email claim, when present, reads better.
+        email = (
+            claims.raw_claims.get("email")
+            if isinstance(claims.raw_claims.get("email"), str)
+            else ""
+        )
+        account.label = account.label or email or claims.subject
         account.scopes = list(answer.scopes or claims.scopes)
         tokens_store_new_connection(account=account, answer=answer, expires_at=claims.expires_at)
     return ConnectResult(account=account, created=created)
