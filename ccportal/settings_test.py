@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 os.environ.setdefault("DJANGO_ENV", "test")
 os.environ.setdefault("CCPORTAL_VAR_DIR", tempfile.mkdtemp(prefix="ccportal-test-"))
@@ -22,5 +23,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(os.environ["CCPORTAL_VAR_DIR"], "test.sqlite3")
     }
-# Each run keeps its own Redis ledger, so one run's bookings never leak into the next.
-CC_QUOTA_REDIS_PREFIX = f"ccportal-test:{os.getpid()}:"
+# Each run keeps its own Redis ledger, so one run's bookings never leak into the next; child
+# processes inherit the run's id through the environment and share the ledger.
+os.environ.setdefault("CCPORTAL_TEST_RUN", uuid.uuid4().hex[:12])
+CC_QUOTA_REDIS_PREFIX = f"ccportal-test:{os.environ['CCPORTAL_TEST_RUN']}:"

@@ -112,7 +112,7 @@ def test_production_profile_passes_check_deploy(tmp_path):
             **{
                 k: v
                 for k, v in os.environ.items()
-                if not k.startswith(("DATABASE_URL", "REDIS_URL", "CC_"))
+                if not k.startswith(("DATABASE_URL", "REDIS_URL", "CC_", "DJANGO_"))
             },
             **_production_env(tmp_path),
         },
