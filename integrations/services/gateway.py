@@ -141,9 +141,11 @@ def cc_call(
                         "error_message": f"backing off this account for {until - time.time():.0f} s more"
                     },
                 )
-        quota.quota_acquire(api_key=api_key, lane=lane)
+        # The token first: a refresh (or a slow database read) must not fall between the
+        # booked slot and the send, or the call arrives late and crowds the next window.
         token = access_token(account=account)
         version = account.token_version
+        quota.quota_acquire(api_key=api_key, lane=lane)
         started = time.monotonic()
         status: int | None = None
         error_key = ""
