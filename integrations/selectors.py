@@ -28,13 +28,16 @@ def usage_today(*, api_key: ApiKey) -> DailyUsage | None:
 def key_usage_summary(*, api_key: ApiKey, now: dt.datetime | None = None) -> dict:
     """Today's usage of a key as the call ledger saw it, with a burn-rate forecast.
 
-    ``utilisation_last_minute`` is calls sent in the last 60 s over what the per-second limit
-    allows in 60 s; the forecast extrapolates the last 10 minutes' rate to the day's remainder.
+    ``calls_today`` counts API calls, which spend CC's daily budget (token-endpoint calls are
+    ``token_calls_today``). ``utilisation_last_minute`` is calls sent in the last 60 s over
+    what the per-second limit allows in 60 s; the forecast extrapolates the last 10 minutes'
+    rate to the day's remainder.
     """
     now = now or timezone.now()
     today = now.astimezone(dt.UTC).date()
     usage = DailyUsage.objects.filter(api_key=api_key, date=today).first()
-    calls_today = usage.calls if usage else 0
+    # Token-endpoint calls are in the rollup but spend none of CC's daily API budget.
+    calls_today = usage.calls - usage.token_calls if usage else 0
     api_calls = ApiCall.objects.filter(api_key=api_key, kind=CallKind.API)
     last_minute = api_calls.filter(created_at__gt=now - dt.timedelta(seconds=60)).count()
     last_ten = api_calls.filter(created_at__gt=now - dt.timedelta(minutes=10)).count()
