@@ -12,7 +12,6 @@ from integrations.services import bulk
 from integrations.services.tokens import tokens_keep_alive
 
 KEEPALIVE_EVERY = dt.timedelta(hours=12)
-WATCHDOG_EVERY = dt.timedelta(seconds=15)
 
 
 @task()
@@ -38,7 +37,8 @@ def bulk_jobs_watchdog_task() -> int:
     job_ids = bulk.bulk_jobs_recoverable()
     for job_id in job_ids:
         bulk_job_run_task.enqueue(job_id)
-    bulk_jobs_watchdog_task.using(run_after=timezone.now() + WATCHDOG_EVERY).enqueue()
+    every = dt.timedelta(seconds=bulk.watchdog_every_seconds())
+    bulk_jobs_watchdog_task.using(run_after=timezone.now() + every).enqueue()
     return len(job_ids)
 
 
@@ -54,9 +54,14 @@ def periodic_tasks_ensure_scheduled() -> None:
     from django_tasks.base import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
-    for chain in (tokens_keep_alive_task, bulk_jobs_watchdog_task):
-        # A run stuck in RUNNING for minutes belonged to a worker that died.
-        recent = timezone.now() - dt.timedelta(minutes=2)
+    # A run still RUNNING long after it started belonged to a worker that died. The watchdog
+    # takes milliseconds; the keep-alive may wait on the token endpoint's 1/s for a while.
+    chains = [
+        (tokens_keep_alive_task, dt.timedelta(minutes=2)),
+        (bulk_jobs_watchdog_task, dt.timedelta(seconds=max(10.0, 2 * bulk.lease_seconds()))),
+    ]
+    for chain, stale in chains:
+        recent = timezone.now() - stale
         waiting = DBTaskResult.objects.filter(task_path=chain.module_path).filter(
             Q(status=TaskResultStatus.READY)
             | Q(status=TaskResultStatus.RUNNING, started_at__gt=recent)

@@ -17,6 +17,12 @@ Phases::
 
 Every call goes through the gateway's ``background`` lane. CC's ``quota_exceeded`` pauses the
 job until the UTC reset instead of failing it.
+
+Activities are polled ~2 s after submission, then at intervals growing 1.6 times, up to 30 s,
+or later when CC's ``percent_done`` predicts a longer wait; one ``GET /v3/activities`` covers
+all of a wave's activities. Timings are settings (see :func:`first_poll_delay`,
+:func:`max_poll_delay`, :func:`lease_seconds`, :func:`watchdog_every_seconds`) so tests can
+shorten them; the defaults are the design's.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -66,17 +73,43 @@ from integrations.services.tokens import AccountNotConnected
 
 logger = logging.getLogger(__name__)
 
+_IMPORT_INDEX = re.compile(r"import_data\[(\d+)\]")
 TERMINAL_ACTIVITY_STATES = {"completed", "cancelled", "failed", "timed_out"}
 ACTIVE_JOB_STATES = (JobState.PLANNING, JobState.QUEUED, JobState.RUNNING)
 REMOVE_BATCH = 500
-FIRST_POLL_DELAY = 2.0
-MAX_POLL_DELAY = 30.0
 POLL_BACKOFF = 1.6
-LEASE_SECONDS = 60.0
-STALLED_AFTER_SECONDS = 90.0
 MAX_STEP_FAILURES = 5
 # A worker sleeps in-process for short waits and hands longer ones back to the task queue.
 MAX_INLINE_WAIT = 10.0
+
+
+# --- timings (settings with the defaults the engine is designed for) --------------------------
+def first_poll_delay() -> float:
+    """``CC_BULK_FIRST_POLL_DELAY``: seconds before an activity's first status poll; each later
+    poll waits ``POLL_BACKOFF`` times longer, up to :func:`max_poll_delay`."""
+    return float(getattr(settings, "CC_BULK_FIRST_POLL_DELAY", 2.0))
+
+
+def max_poll_delay() -> float:
+    """``CC_BULK_MAX_POLL_DELAY``: the longest wait between two status polls."""
+    return float(getattr(settings, "CC_BULK_MAX_POLL_DELAY", 30.0))
+
+
+def lease_seconds() -> float:
+    """``CC_BULK_LEASE_SECONDS``: how long a worker's claim on a job lives without a heartbeat;
+    after it, the watchdog hands the job to another worker."""
+    return float(getattr(settings, "CC_BULK_LEASE_SECONDS", 60.0))
+
+
+def stalled_after_seconds() -> float:
+    """``CC_BULK_STALLED_AFTER``: a moving job with no progress update for this long is shown
+    as stalled (by default one and a half leases)."""
+    return float(getattr(settings, "CC_BULK_STALLED_AFTER", 1.5 * lease_seconds()))
+
+
+def watchdog_every_seconds() -> float:
+    """``CC_BULK_WATCHDOG_SECONDS``: how often the watchdog looks for jobs without a worker."""
+    return float(getattr(settings, "CC_BULK_WATCHDOG_SECONDS", 15.0))
 
 
 class BulkInputError(Exception):
@@ -165,6 +198,8 @@ def bulk_job_create(
     job.plan = {"input": input_summary}
     job.state = JobState.PLANNING
     job.phase = "export_start"
+    # One lease of grace for the task the caller enqueues; after it the watchdog steps in.
+    job.lease_expires_at = timezone.now() + dt.timedelta(seconds=lease_seconds())
     job.progress = _progress_dict(phase_label="Waiting for a worker to export the list")
     job.save()
     return job
@@ -211,7 +246,11 @@ def bulk_job_advance(
     finally:
         # A job continued later from the queue keeps the watchdog off until shortly after its
         # run time; any worker may take it over from then on.
-        expires = outcome.run_after + dt.timedelta(seconds=30) if outcome.run_after else None
+        expires = (
+            outcome.run_after + dt.timedelta(seconds=min(30.0, lease_seconds()))
+            if outcome.run_after
+            else None
+        )
         BulkJob.objects.filter(pk=job_id, lease_owner=owner).update(
             lease_owner="", lease_expires_at=expires
         )
@@ -225,7 +264,7 @@ def _lease_take(job_id: int, owner: str) -> BulkJob | None:
         state__in=[*ACTIVE_JOB_STATES, JobState.PAUSED],
     ).update(
         lease_owner=owner,
-        lease_expires_at=now + dt.timedelta(seconds=LEASE_SECONDS),
+        lease_expires_at=now + dt.timedelta(seconds=lease_seconds()),
         heartbeat_at=now,
     )
     if not taken:
@@ -235,10 +274,12 @@ def _lease_take(job_id: int, owner: str) -> BulkJob | None:
 
 def bulk_job_approve(*, job: BulkJob, run_after: dt.datetime | None = None) -> BulkJob:
     """Run a planned job now (or from ``run_after``, e.g. when tomorrow's budget fits it)."""
+    start = run_after or timezone.now()
     updated = BulkJob.objects.filter(pk=job.pk, state=JobState.PLANNED).update(
         state=JobState.QUEUED,
         phase="clear_start" if job.plan.get("strategy") == "clear_and_reimport" else "submit",
         paused_until=run_after,
+        lease_expires_at=start + dt.timedelta(seconds=lease_seconds()),
         updated_at=timezone.now(),
     )
     job.refresh_from_db()
@@ -250,42 +291,65 @@ def bulk_job_approve(*, job: BulkJob, run_after: dt.datetime | None = None) -> B
 
 
 def bulk_job_cancel(*, job: BulkJob) -> BulkJob:
-    """Stop at the next step. Activities CC already accepted finish at CC (CC cannot cancel
-    them); the result says which."""
+    """Cancel the job: at once when no worker holds it (planning, planned, queued, paused, or
+    between two polls), else the worker stops before its next step. Activities CC already
+    accepted finish at CC (CC cannot cancel them); the error says how many."""
     with transaction.atomic():
         locked = BulkJob.objects.select_for_update().get(pk=job.pk)
         if locked.is_finished:
             job.refresh_from_db()
             return job
         locked.cancel_requested = True
-        if locked.state in (
-            JobState.DRAFT,
-            JobState.PLANNED,
-            JobState.PAUSED,
-            JobState.QUEUED,
-        ) and not _lease_live(locked):
-            _finish(
-                locked,
-                JobState.CANCELLED,
-                error="Cancelled before it ran."
-                if locked.state != JobState.PAUSED
-                else "Cancelled while paused.",
-            )
+        if not _lease_live(locked):
+            _finish(locked, JobState.CANCELLED, error=_cancel_note(locked))
         locked.save()
     job.refresh_from_db()
     return job
 
 
+def _cancel_note(job: BulkJob) -> str:
+    if job.state in (JobState.DRAFT, JobState.PLANNED, JobState.QUEUED):
+        return "Cancelled before it ran."
+    in_flight = [
+        a["id"]
+        for a in (job.checkpoint or {}).get("activities", [])
+        if a.get("state") not in TERMINAL_ACTIVITY_STATES
+    ]
+    clear = (job.checkpoint or {}).get("clear")
+    if clear and clear.get("state") not in TERMINAL_ACTIVITY_STATES:
+        in_flight.append(clear["id"])
+    note = "Cancelled while paused." if job.state == JobState.PAUSED else "Cancelled."
+    if in_flight:
+        count = len(in_flight)
+        note += (
+            f" {count} activit{'y' if count == 1 else 'ies'} already accepted by CC will "
+            "still complete there."
+        )
+    return note
+
+
 def bulk_job_resume(*, job: BulkJob) -> BulkJob:
-    """Continue a job paused for CC's daily quota now (e.g. after CC's day rolled over), and
-    lift the key's local stop so the next call is tried."""
+    """Continue a job paused for CC's daily quota now, e.g. when CC's day rolled over before
+    ours or a support ticket raised the limit; the caller enqueues it.
+
+    Resuming also lifts the key's local stop (``quota_resume``) that CC's ``quota_exceeded``
+    set until 00:00 UTC, for every job and page using that key: without that, the next call
+    would be refused locally until the reset. Should CC still be out of quota, the first call
+    gets ``quota_exceeded`` again and the job pauses again, costing one call."""
     from integrations.services.quota import quota_resume
 
-    BulkJob.objects.filter(pk=job.pk, state=JobState.PAUSED).update(
-        state=JobState.RUNNING, paused_until=None, updated_at=timezone.now()
+    # The lease the pause left (until the reset) goes too, so the watchdog may take the job
+    # should the worker the caller enqueues die.
+    BulkJob.objects.filter(pk=job.pk, state=JobState.PAUSED, lease_owner="").update(
+        state=JobState.RUNNING,
+        paused_until=None,
+        lease_expires_at=None,
+        updated_at=timezone.now(),
     )
-    quota_resume(api_key=job.account.api_key)
     job.refresh_from_db()
+    if job.state != JobState.RUNNING:
+        raise BulkInputError(f"this job is {job.get_state_display().lower()}, not paused.")
+    quota_resume(api_key=job.account.api_key)
     return job
 
 
@@ -324,8 +388,15 @@ def bulk_job_progress(job: BulkJob) -> dict[str, Any]:
     progress = dict(job.progress or {})
     age = time.time() - float(progress.get("updated", time.time()))
     waiting_states = (JobState.PLANNED, JobState.PAUSED, *BulkJob.TERMINAL_STATES)
+    scheduled = (
+        job.state == JobState.QUEUED and job.paused_until and job.paused_until > timezone.now()
+    )
+    progress["state"] = job.state
+    progress["phase"] = job.phase
     progress["age_seconds"] = max(0, int(age))
-    progress["stalled"] = job.state not in waiting_states and age > STALLED_AFTER_SECONDS
+    progress["stalled"] = (
+        job.state not in waiting_states and not scheduled and age > stalled_after_seconds()
+    )
     progress["calls_used"] = job.calls_used
     progress["calls_planned"] = job.calls_planned
     progress["percent"] = _overall_percent(job, progress)
@@ -353,6 +424,13 @@ class _JobRunner:
         self.on_progress = on_progress
         self.client = cc_client(account=job.account, lane=Lane.BACKGROUND)
         self.checkpoint: dict[str, Any] = dict(job.checkpoint or {})
+        self._desired: DesiredSet | None = None
+
+    def _desired_set(self) -> DesiredSet:
+        # Parsed once per run: every import chunk of a run slices the same set.
+        if self._desired is None:
+            self._desired = desired_from_csv(_desired_path(self.job))
+        return self._desired
 
     # Each phase handler does one step and returns the next phase, or a wait.
     def run(self, *, max_inline_wait: float) -> Advance:
@@ -412,7 +490,7 @@ class _JobRunner:
                     return Advance(state=self.job.state)
                 self.checkpoint["failures"] = failures
                 self._wait(
-                    min(MAX_POLL_DELAY, 2.0 * 2**failures),
+                    min(max_poll_delay(), 2.0 * 2**failures),
                     f"CC did not answer ({type(exc).__name__}); retrying",
                 )
             except AccountNotConnected as exc:
@@ -425,7 +503,8 @@ class _JobRunner:
     def _sleep(self, seconds: float) -> None:
         deadline = time.time() + seconds
         while (left := deadline - time.time()) > 0:
-            time.sleep(min(left, 5.0))
+            # Heartbeats well inside the lease keep other workers off while this one waits.
+            time.sleep(min(left, lease_seconds() / 3))
             self._heartbeat()
 
     def _refresh_cancel_flag(self) -> None:
@@ -439,7 +518,7 @@ class _JobRunner:
         fields.setdefault("checkpoint", self.checkpoint)
         fields["calls_used"] = ApiCall.objects.filter(bulk_job=self.job).count()
         fields["heartbeat_at"] = now
-        fields["lease_expires_at"] = now + dt.timedelta(seconds=LEASE_SECONDS)
+        fields["lease_expires_at"] = now + dt.timedelta(seconds=lease_seconds())
         fields["updated_at"] = now
         if not BulkJob.objects.filter(pk=self.job.pk, lease_owner=self.owner).update(**fields):
             raise JobLeaseLost(self.job.pk)
@@ -479,17 +558,10 @@ class _JobRunner:
         )
 
     def _cancel(self) -> None:
-        in_flight = [
-            a["id"]
-            for a in self.checkpoint.get("activities", [])
-            if a.get("state") not in TERMINAL_ACTIVITY_STATES
-        ]
-        note = "Cancelled."
-        if in_flight:
-            note += f" {len(in_flight)} activit{'y' if len(in_flight) == 1 else 'ies'} already accepted by CC will still complete there."
+        self.job.checkpoint = self.checkpoint
         self._save(
             state=JobState.CANCELLED,
-            error=note,
+            error=_cancel_note(self.job),
             finished_at=timezone.now(),
             phase="done",
             progress=self._progress(phase_label="Cancelled"),
@@ -534,8 +606,7 @@ class _JobRunner:
                 )
             )
             return True
-        delay = self.checkpoint.get("poll_delay", FIRST_POLL_DELAY)
-        self.checkpoint["poll_delay"] = min(MAX_POLL_DELAY, delay * POLL_BACKOFF)
+        delay = self._next_poll_delay(activities)
         self.checkpoint["wait_until"] = time.time() + delay
         self._save(
             progress=self._progress(
@@ -547,12 +618,39 @@ class _JobRunner:
         )
         return False
 
+    def _schedule_first_poll(self) -> None:
+        first = first_poll_delay()
+        self.checkpoint["poll_delay"] = first * POLL_BACKOFF
+        self.checkpoint["wait_until"] = time.time() + first
+
+    def _next_poll_delay(self, activities: list[dict[str, Any]]) -> float:
+        """Back off geometrically; but when CC's ``percent_done`` says the activities need
+        longer than that, wait (a little more than) the time it predicts, so a long import
+        costs a couple of polls rather than one per back-off step."""
+        delay = float(self.checkpoint.get("poll_delay", first_poll_delay()))
+        self.checkpoint["poll_delay"] = min(max_poll_delay(), delay * POLL_BACKOFF)
+        now = time.time()
+        predictions = [0.0]
+        # Run one after another, the wave ends when its total work is done...
+        started = min((a.get("submitted_at") or now) for a in activities)
+        done = sum(_percent(a) for a in activities)
+        if done > 0:
+            predictions.append((now - started) * (100 * len(activities) - done) / done)
+        # ...run side by side, when its slowest activity is done.
+        for activity in activities:
+            percent = _percent(activity)
+            if 0 < percent < 100:
+                elapsed = now - (activity.get("submitted_at") or now)
+                predictions.append(elapsed * (100 - percent) / percent)
+        return min(max_poll_delay(), max(delay, max(predictions) * 1.1 + 0.25))
+
     def _record_activity(self, kind: str, answer: dict[str, Any], **extra: Any) -> dict[str, Any]:
         activity = {
             "id": answer["activity_id"],
             "kind": kind,
             "state": answer.get("state", "initialized"),
             "percent": 0,
+            "submitted_at": time.time(),
             **extra,
         }
         links = answer.get("_links") or {}
@@ -562,12 +660,11 @@ class _JobRunner:
 
     # --- planning phases ---
     def _step_export_start(self) -> None:
-        self.checkpoint["poll_delay"] = FIRST_POLL_DELAY
         answer = self.client.contact_export_create(
             list_ids=[self.job.list_id], fields=["email_address", "first_name", "last_name"]
         )
         self.checkpoint["export"] = self._record_activity("export", answer)
-        self.checkpoint["wait_until"] = time.time() + FIRST_POLL_DELAY
+        self._schedule_first_poll()
         self._goto(
             "export_wait",
             phase_label="Exporting the list's current members",
@@ -594,12 +691,11 @@ class _JobRunner:
         tmp.replace(path)
 
     def _step_source_export_start(self) -> None:
-        self.checkpoint["poll_delay"] = FIRST_POLL_DELAY
         answer = self.client.contact_export_create(
             list_ids=[self.job.source_list_id], fields=["email_address", "first_name", "last_name"]
         )
         self.checkpoint["source_export"] = self._record_activity("export", answer)
-        self.checkpoint["wait_until"] = time.time() + FIRST_POLL_DELAY
+        self._schedule_first_poll()
         self._goto(
             "source_export_wait",
             phase_label="Exporting the source list",
@@ -621,7 +717,7 @@ class _JobRunner:
 
     def _step_diff(self) -> None:
         folder = job_dir(self.job)
-        desired = desired_from_csv(_desired_path(self.job))
+        desired = self._desired_set()
         with (folder / "export.csv").open(encoding="utf-8", newline="") as handle:
             current = current_from_export_csv(handle)
         # Members whose row was rejected only for a field stay: a replace must not remove them.
@@ -649,10 +745,13 @@ class _JobRunner:
             **plan.as_dict(),
             "planning_calls": used,
             "planned_at": timezone.now().isoformat(),
+            # Where each import chunk starts, so a step builds only its own chunk.
+            "chunk_sizes": all_sizes if plan.strategy == "clear_and_reimport" else add_sizes,
         }
         self._save(
             plan=plan_dict,
-            calls_planned=used + plan.total_calls,
+            # The plan's total counts the export; the export is done, so count it as it went.
+            calls_planned=used + plan.calls_after_export,
             state=JobState.PLANNED,
             phase="awaiting_approval",
             progress=self._progress(
@@ -661,14 +760,22 @@ class _JobRunner:
         )
 
     # --- running phases ---
-    def _chunks(self, *, whole_set: bool) -> Iterator[list[dict[str, Any]]]:
-        desired = desired_from_csv(_desired_path(self.job))
-        emails = (
-            sorted(desired.contacts)
-            if whole_set
-            else json.loads((job_dir(self.job) / "diff.json").read_text())["adds"]
-        )
-        yield from import_chunks(desired.contacts, emails)
+    def _import_emails(self, *, whole_set: bool) -> list[str]:
+        if whole_set:
+            return sorted(self._desired_set().contacts)
+        return json.loads((job_dir(self.job) / "diff.json").read_text())["adds"]
+
+    def _chunk(self, index: int, *, whole_set: bool) -> list[dict[str, Any]]:
+        """Import chunk ``index``: chunking is greedy, so the chunk that starts where the plan
+        says is built alone, exactly as when the whole sequence was chunked."""
+        contacts = self._desired_set().contacts
+        emails = self._import_emails(whole_set=whole_set)
+        sizes = self.job.plan.get("chunk_sizes")
+        if sizes is None:  # planned before chunk sizes were stored
+            return next(c for i, c in enumerate(import_chunks(contacts, emails)) if i == index)
+        start = sum(sizes[:index])
+        (chunk,) = import_chunks(contacts, emails[start : start + sizes[index]])
+        return chunk
 
     def _removes(self) -> list[str]:
         return json.loads((job_dir(self.job) / "diff.json").read_text())["removes"]
@@ -680,8 +787,7 @@ class _JobRunner:
             source_list_ids=[self.job.list_id], list_ids=[self.job.list_id]
         )
         self.checkpoint["clear"] = self._record_activity("clear", answer)
-        self.checkpoint["poll_delay"] = FIRST_POLL_DELAY
-        self.checkpoint["wait_until"] = time.time() + FIRST_POLL_DELAY
+        self._schedule_first_poll()
         self._goto(
             "clear_wait",
             phase_label="Emptying the list before re-importing it",
@@ -705,9 +811,7 @@ class _JobRunner:
         removal_total = 0 if clear else -(-len(removes) // REMOVE_BATCH)
         total = import_total + removal_total + (1 if clear else 0)
         if imports_done < import_total:
-            chunk = next(
-                c for i, c in enumerate(self._chunks(whole_set=clear)) if i == imports_done
-            )
+            chunk = self._chunk(imports_done, whole_set=clear)
             answer = self.client.contacts_json_import(contacts=chunk, list_ids=[self.job.list_id])
             activities.append(
                 self._record_activity("import", answer, chunk=imports_done, items=len(chunk))
@@ -734,13 +838,30 @@ class _JobRunner:
             label = f"Removing batch {removals_done + 1} of {removal_total}"
             self._save(progress=self._progress(phase_label=label, activities_total=total))
             return
-        self.checkpoint["poll_delay"] = FIRST_POLL_DELAY
-        self.checkpoint["wait_until"] = time.time() + FIRST_POLL_DELAY
+        self._schedule_first_poll()
         self._goto("wait_all", phase_label="Waiting for CC to finish", activities_total=total)
 
     def _step_wait_all(self) -> None:
         if self._poll(self.checkpoint.get("activities", []), "Waiting for CC to finish"):
             self._goto("finish")
+
+    def _cc_rejected_rows(self, imports: list[dict[str, Any]]) -> list[RejectedRow]:
+        """CC's per-row import errors, with the email of the row when the error names its
+        index in the chunk (``import_data[3]: ...``)."""
+        rows: list[RejectedRow] = []
+        failing = [a for a in imports if a.get("errors")]
+        if not failing:
+            return rows
+        clear = self.job.plan.get("strategy") == "clear_and_reimport"
+        for activity in failing:
+            chunk = self._chunk(int(activity.get("chunk", 0)), whole_set=clear)
+            for error in activity["errors"]:
+                text = _error_text(error)
+                match = _IMPORT_INDEX.search(text)
+                index = int(match.group(1)) if match else -1
+                email = str(chunk[index]["email"]) if 0 <= index < len(chunk) else ""
+                rows.append(RejectedRow(line=0, email=email, reason=text))
+        return rows
 
     def _step_finish(self) -> None:
         plan = self.job.plan
@@ -751,9 +872,8 @@ class _JobRunner:
         )
         cc_errors = sum(int((a.get("status") or {}).get("error_count", 0) or 0) for a in imports)
         failed = [a for a in activities if a.get("state") != "completed"]
-        error_lines = [line for a in activities for line in a.get("errors", [])]
         folder = job_dir(self.job)
-        _write_cc_rejects(folder / "rejected_cc.csv", error_lines)
+        _write_cc_rejects(folder / "rejected_cc.csv", self._cc_rejected_rows(imports))
         adds = plan.get("adds", 0)
         result = {
             "added": max(0, adds - cannot_add - cc_errors),
@@ -784,6 +904,12 @@ class _JobRunner:
         )
 
 
+def _percent(activity: dict[str, Any]) -> float:
+    if activity.get("state") in TERMINAL_ACTIVITY_STATES:
+        return 100.0
+    return float(activity.get("percent") or 0)
+
+
 def _desired_csv_from_export(export_path: Path, desired_path: Path) -> None:
     """A source list's export becomes the desired CSV (email + names), streamed."""
     with (
@@ -807,40 +933,45 @@ def _desired_csv_from_export(export_path: Path, desired_path: Path) -> None:
                 )
 
 
-def _write_cc_rejects(path: Path, lines: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["reason"])
-    for line in lines:
-        text = str(line)
-        if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-            text = "'" + text
-        writer.writerow([text])
-    path.write_text(buffer.getvalue(), encoding="utf-8")
+def _write_cc_rejects(path: Path, rows: list[RejectedRow]) -> None:
+    _write_rejected(path, rows)
+
+
+def _error_text(error: Any) -> str:
+    # The sandbox reports plain strings; CC's schema allows objects with a "message".
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("error_message") or error)
+    return str(error)
 
 
 def bulk_job_rejected_csv(job: BulkJob) -> str:
-    """Input rows we rejected and rows CC rejected, as one CSV (formula-neutralised)."""
-    folder = job_dir(job)
-    parts = []
-    for name in ("rejected_input.csv", "rejected_cc.csv"):
-        path = folder / name
-        if path.exists():
-            parts.append(path.read_text(encoding="utf-8"))
-    return "\n".join(parts)
+    """Input rows we rejected and rows CC rejected, as one CSV with the columns
+    ``rejected_by,line,email,reason`` (every value formula-neutralised)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["rejected_by", "line", "email", "reason"])
+    for who, name in (("file", "rejected_input.csv"), ("cc", "rejected_cc.csv")):
+        path = job_dir(job) / name
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                # CC names no line of the file, only the row's place in an import chunk.
+                line = row.get("line", "") if who == "file" else ""
+                writer.writerow([who, line, row.get("email", ""), row.get("reason", "")])
+    return out.getvalue()
 
 
 def bulk_job_retry_failed(*, job: BulkJob, user=None) -> BulkJob:
-    """A new add-mode job for the rows CC rejected that named an email address."""
-    folder = job_dir(job)
+    """A new add-mode job for the rows CC rejected (those whose email is known)."""
     emails: list[str] = []
-    path = folder / "rejected_cc.csv"
+    path = job_dir(job) / "rejected_cc.csv"
     if path.exists():
         with path.open(encoding="utf-8", newline="") as handle:
-            for row in csv.reader(handle):
-                for word in " ".join(row).replace(",", " ").split():
-                    if "@" in word and "." in word.split("@")[-1]:
-                        emails.append(word.strip("'\"<>()[].;:"))
+            for row in csv.DictReader(handle):
+                email = (row.get("email") or "").strip().lstrip("'")
+                if "@" in email:
+                    emails.append(email)
     if not emails:
         raise BulkInputError("no rows to retry: CC rejected no rows that name an email address.")
     body = "email\n" + "\n".join(dict.fromkeys(emails)) + "\n"

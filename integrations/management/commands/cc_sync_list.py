@@ -71,6 +71,9 @@ class Command(BaseCommand):
                 return
         job = bulk.bulk_job_approve(job=job)
         job = self._drive(job)
+        if job.state == JobState.PAUSED:
+            label = bulk.bulk_job_progress(job).get("phase_label", "Paused")
+            raise CommandError(f"{label}. A portal worker resumes job {job.pk} then.")
         if job.state != JobState.COMPLETED:
             raise CommandError(f"the sync ended {job.get_state_display().lower()}: {job.error}")
         r = job.result
@@ -93,9 +96,6 @@ class Command(BaseCommand):
                 if outcome.run_after is None:
                     break
                 if job.state == JobState.PAUSED:
-                    self.stdout.write(
-                        f"\n{job.progress.get('phase_label', 'Paused')}. A portal worker resumes it (job {job.pk})."
-                    )
                     break
         except KeyboardInterrupt:
             self.stdout.write(f"\nInterrupted: job {job.pk} continues in the portal's worker.")
