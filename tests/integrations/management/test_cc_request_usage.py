@@ -1,0 +1,116 @@
+"""``cc_request`` and ``cc_usage`` run as an operator would, against the live sandbox."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from integrations.models import ApiCall, CallKind
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(command: str, *args: str) -> str:
+    out = StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+def sandbox_requests(cc_app) -> int:
+    return cc_app.sandbox.stats(cc_app.api_key.client_id).requests
+
+
+# --- cc_request -------------------------------------------------------------------------------
+
+
+def test_cc_request_get_contact_lists_prints_cc_json(cc_app, connected_account):
+    answer = json.loads(run("cc_request", "GET", "/contact_lists"))
+
+    assert sorted(item["name"] for item in answer["lists"]) == ["Customers", "Newsletter"]
+    assert sandbox_requests(cc_app) == 1
+    call = ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API)
+    assert (call.method, call.path_template, call.status_code) == ("GET", "/contact_lists", 200)
+
+
+def test_cc_request_passes_the_query_string_as_parameters(cc_app, connected_account):
+    answer = json.loads(
+        run(
+            "cc_request",
+            "get",
+            "/v3/contact_lists?name=customers",
+            "--account",
+            str(connected_account.pk),
+        )
+    )
+
+    assert [item["name"] for item in answer["lists"]] == ["Customers"]
+    assert ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API).path_template == (
+        "/contact_lists"
+    )
+
+
+def test_cc_request_posts_a_json_body(cc_app, connected_account):
+    created = json.loads(run("cc_request", "POST", "/contact_lists", "--json", '{"name": "VIP"}'))
+
+    assert created["name"] == "VIP"
+    listed = json.loads(run("cc_request", "GET", "/contact_lists"))
+    assert "VIP" in {item["name"] for item in listed["lists"]}
+
+
+def test_cc_request_shows_cc_errors_readably(cc_app, connected_account):
+    with pytest.raises(CommandError, match=r"409 Conflict to POST /contact_lists") as failed:
+        run("cc_request", "POST", "/contact_lists", "--json", '{"name": "Newsletter"}')
+    assert connected_account.access_token not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("FETCH", "/contact_lists"), "unknown method 'FETCH'"),
+        (("POST", "/contact_lists", "--json", "{name: 1}"), "--json is not valid JSON"),
+        (("GET", "contact_lists"), "path must start with '/'"),
+        (("GET", "/contact_lists", "--account", "999999"), "no connected account with id 999999"),
+    ],
+    ids=["bad-method", "bad-json", "relative-path", "unknown-account"],
+)
+def test_cc_request_refuses_bad_input_without_calling_cc(cc_app, connected_account, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("cc_request", *args)
+    assert sandbox_requests(cc_app) == 0
+
+
+def test_cc_request_without_an_account_says_so(cc_app):
+    with pytest.raises(CommandError, match="no connected account"):
+        run("cc_request", "GET", "/contact_lists")
+
+
+# --- cc_usage ---------------------------------------------------------------------------------
+
+
+def test_cc_usage_reports_today_in_text_and_json(cc_app, connected_account):
+    for _ in range(3):
+        run("cc_request", "GET", "/contact_lists")
+
+    text = run("cc_usage")
+    assert f"Sandbox test app ({cc_app.api_key.client_id}) — standard, 4/s, 10,000/day" in text
+    # 3 API calls; the connect's token call spends none of CC's API budget.
+    assert "3 calls, 9,997 remaining" in text
+    assert "0 throttled, 0 quota" in text
+
+    [summary] = json.loads(run("cc_usage", "--json", "--key", cc_app.api_key.client_id))
+    assert summary["key"] == cc_app.api_key.client_id
+    assert summary["calls_today"] == 3
+    assert summary["remaining_today"] == 9_997
+    assert summary["token_calls_today"] == 1
+    assert summary["calls_last_minute"] == 3
+    assert summary["utilisation_last_minute"] == pytest.approx(3 / 240)
+    by_id = json.loads(run("cc_usage", "--json", "--key", str(cc_app.api_key.pk)))
+    assert [s["key"] for s in by_id] == [cc_app.api_key.client_id]
+
+
+def test_cc_usage_unknown_key_is_an_error(cc_app):
+    with pytest.raises(CommandError, match="no API key 'nope'"):
+        run("cc_usage", "--key", "nope")
