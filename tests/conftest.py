@@ -4,7 +4,7 @@ import pytest
 
 from tests.factories import StaffFactory
 
-pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.portal"]
+pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.portal", "tests.fixtures.bulk"]
 
 
 @pytest.fixture

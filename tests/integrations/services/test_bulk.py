@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from integrations.constant_contact.client import ConstantContact
@@ -17,40 +16,11 @@ from integrations.models import BulkJob, JobState
 from integrations.services import bulk
 from integrations.services.gateway import cc_client
 from integrations.tasks import bulk_job_enqueue
-from tests.integrations.services.bulk_workers import Worker, wait_for
+from tests.integrations.services.bulk_workers import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 IMPORT_POST = "POST /v3/activities/contacts_json_import"
-
-
-@pytest.fixture
-def sync_app(cc_app, connected_account, settings):
-    """A connected account whose jobs poll fast and whose worker leases are short."""
-    call_command("createcachetable", verbosity=0)
-    settings.CC_BULK_FIRST_POLL_DELAY = 0.2
-    settings.CC_BULK_MAX_POLL_DELAY = 1.0
-    settings.CC_BULK_LEASE_SECONDS = 2.0
-    settings.CC_BULK_WATCHDOG_SECONDS = 0.5
-    cc_app.sandbox.set_options(activity_items_per_second=20_000)
-    cc_app.account = connected_account
-    cc_app.list_id = cc_app.lists[0].list_id
-    return cc_app
-
-
-@pytest.fixture
-def worker(sync_app, sandbox_settings, tmp_path):
-    """Start real worker processes on demand; all are stopped at the end."""
-    started: list[Worker] = []
-
-    def start() -> Worker:
-        one = Worker(sandbox_settings, log=tmp_path / "worker.log").start()
-        started.append(one)
-        return one
-
-    yield start
-    for one in started:
-        one.kill()
 
 
 def _csv(emails, *, header: str = "email,first_name") -> bytes:
