@@ -1,0 +1,278 @@
+"""The portal's pages against the sandbox: what staff see, and what bad input gets them.
+
+No worker runs here: jobs stay where the view leaves them, so each test sees exactly what the
+view did (the end-to-end runs through a worker are in ``services/test_bulk.py`` and
+``browser/test_sync.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from integrations.models import ApiCall, BulkJob, JobState
+from integrations.services import bulk
+from integrations.services.oauth import account_disconnect
+from tests.factories import StaffFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SYNC_PATHS = ("POST /v3/activities/contact_exports", "POST /v3/activities/contacts_json_import")
+
+
+@pytest.fixture
+def portal(connected_account, cc_app):
+    """A logged-in staff browser and the connected account it looks at."""
+    call_command("createcachetable", verbosity=0)
+    browser = Client()
+    browser.force_login(StaffFactory())
+    browser.account = connected_account
+    browser.app = cc_app
+    browser.list_id = cc_app.lists[0].list_id
+    return browser
+
+
+def _sync_url(portal, list_id: str | None = None) -> str:
+    return reverse("integrations:sync_start", args=[portal.account.pk, list_id or portal.list_id])
+
+
+def _upload(body: bytes, name: str = "members.csv"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, body, content_type="text/csv")
+
+
+def _sync_calls(portal) -> int:
+    by_path = portal.app.sandbox.stats(portal.app.api_key.client_id).by_path
+    return sum(sum(by_path.get(path, {}).values()) for path in SYNC_PATHS)
+
+
+def _job(portal, *, state: str = JobState.PLANNING) -> BulkJob:
+    job = bulk.bulk_job_create(
+        account=portal.account,
+        list_id=portal.list_id,
+        csv_chunks=iter([b"email\na@example.com\n"]),
+    )
+    BulkJob.objects.filter(pk=job.pk).update(state=state)
+    job.refresh_from_db()
+    return job
+
+
+# --- who may look ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("integrations:dashboard", []),
+        ("integrations:account_list", []),
+        ("integrations:job_list", []),
+        ("integrations:call_log", []),
+        ("integrations:account_detail", [1]),
+        ("integrations:job_detail", [1]),
+    ],
+)
+def test_anonymous_visitors_are_sent_to_the_login_page(client, db, name, args):
+    response = client.get(reverse(name, args=args))
+    assert response.status_code == 302
+    assert "/login/" in response.url
+
+
+def test_every_page_renders_and_shows_no_secret(portal):
+    from integrations.services.gateway import cc_call
+
+    account = portal.account
+    cc_call(account=account, method="GET", path="/contact_lists")
+    job = _job(portal)
+    urls = [
+        reverse("integrations:dashboard"),
+        reverse("integrations:account_list"),
+        reverse("integrations:account_detail", args=[account.pk]),
+        reverse("integrations:account_lists", args=[account.pk]) + "?fresh=1",
+        _sync_url(portal),
+        reverse("integrations:job_list"),
+        reverse("integrations:job_detail", args=[job.pk]),
+        reverse("integrations:job_progress", args=[job.pk]),
+        reverse("integrations:call_log"),
+    ]
+    account.refresh_from_db()
+    secrets = [account.access_token, account.refresh_token, account.api_key.client_secret]
+    assert all(secrets)
+    for url in urls:
+        response = portal.get(url)
+        assert response.status_code == 200, url
+        page = response.content.decode()
+        for secret in secrets:
+            assert secret not in page, url
+    lists_page = portal.get(urls[3]).content.decode()
+    assert "Newsletter" in lists_page and 'id="sync-1"' in lists_page
+    assert "GET" in portal.get(reverse("integrations:call_log")).content.decode()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["integrations:account_detail", "integrations:job_detail", "integrations:job_progress"],
+)
+def test_unknown_ids_are_404(portal, name):
+    assert portal.get(reverse(name, args=[99_999])).status_code == 404
+
+
+# --- the account's lists --------------------------------------------------------------------
+def test_lists_partial_says_when_cc_fails_instead_of_erroring(portal):
+    portal.app.sandbox.inject_api_fault(503, count=10, client_id=portal.app.api_key.client_id)
+    response = portal.get(
+        reverse("integrations:account_lists", args=[portal.account.pk]) + "?fresh=1"
+    )
+    assert response.status_code == 200
+    assert "Could not load data from Constant Contact" in response.content.decode()
+    portal.app.sandbox.clear_faults()
+
+
+def test_lists_partial_of_a_disconnected_account_asks_to_connect(portal):
+    account_disconnect(account=portal.account)
+    response = portal.get(reverse("integrations:account_lists", args=[portal.account.pk]))
+    assert response.status_code == 200
+    assert "Connect the account to see its lists" in response.content.decode()
+    assert not ApiCall.objects.filter(account=portal.account, path_template__contains="contact_lists")
+
+
+def test_sync_page_of_a_disconnected_account_explains_instead_of_erroring(portal):
+    account_disconnect(account=portal.account)
+    response = portal.get(_sync_url(portal))
+    assert response.status_code == 502
+    assert "Could not load data from Constant Contact" in response.content.decode()
+
+
+# --- starting a sync ------------------------------------------------------------------------
+def test_sync_of_a_list_the_account_does_not_have_is_404(portal):
+    response = portal.get(_sync_url(portal, "00000000-0000-0000-0000-000000000000"))
+    assert response.status_code == 404
+    assert "That list does not exist" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"name,phone\nAnn,123\n", "email column"),
+        ("email\nj\u00f6rg@example.com\n".encode("latin-1"), "line 2 is not UTF-8"),
+        (b"email\n" + b"\x00\x9f\x12" * 100, "binary"),
+    ],
+)
+def test_bad_csv_shows_the_reason_creates_no_job_and_sends_nothing(portal, body, message):
+    before = _sync_calls(portal)
+    response = portal.post(_sync_url(portal), {"csv_file": _upload(body), "mode": "replace"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Nothing was sent to Constant Contact" in page
+    assert message.lower() in page.lower()
+    assert not BulkJob.objects.exists()
+    assert _sync_calls(portal) == before
+
+
+def test_an_empty_upload_is_a_form_error(portal):
+    response = portal.post(_sync_url(portal), {"csv_file": _upload(b""), "mode": "replace"})
+    assert response.status_code == 400
+    assert "The submitted file is empty" in response.content.decode()
+    assert not BulkJob.objects.exists()
+
+
+def test_sync_needs_exactly_one_source_of_members(portal):
+    other = portal.app.lists[1].list_id
+    neither = portal.post(_sync_url(portal), {"mode": "replace"})
+    both = portal.post(
+        _sync_url(portal),
+        {"csv_file": _upload(b"email\na@example.com\n"), "source_list_id": other, "mode": "add"},
+    )
+    for response in (neither, both):
+        assert response.status_code == 400
+        assert "Upload a CSV or choose a source list" in response.content.decode()
+    assert not BulkJob.objects.exists()
+
+
+def test_unknown_mode_is_a_form_error(portal):
+    response = portal.post(
+        _sync_url(portal), {"csv_file": _upload(b"email\na@example.com\n"), "mode": "merge"}
+    )
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert not BulkJob.objects.exists()
+
+
+def test_a_good_csv_makes_a_job_that_is_planned_before_anything_changes(portal):
+    response = portal.post(
+        _sync_url(portal),
+        {"csv_file": _upload(b"email,first_name\na@example.com,Ann\n"), "mode": "add"},
+    )
+    job = BulkJob.objects.get()
+    assert response.status_code == 302
+    assert response.url == reverse("integrations:job_detail", args=[job.pk])
+    assert (job.state, job.mode, job.list_id) == (JobState.PLANNING, "add", portal.list_id)
+    assert _sync_calls(portal) == 0, "planning happens in the worker, after the redirect"
+
+
+# --- acting on a job ------------------------------------------------------------------------
+def test_job_actions_need_post(portal):
+    job = _job(portal)
+    response = portal.get(reverse("integrations:job_action", args=[job.pk, "cancel"]))
+    assert response.status_code == 405
+    assert _job_state(job) == JobState.PLANNING
+
+
+def _job_state(job: BulkJob) -> str:
+    job.refresh_from_db()
+    return job.state
+
+
+def test_unknown_action_is_404_and_changes_nothing(portal):
+    job = _job(portal)
+    response = portal.post(reverse("integrations:job_action", args=[job.pk, "explode"]))
+    assert response.status_code == 404
+    assert _job_state(job) == JobState.PLANNING
+
+
+@pytest.mark.parametrize(
+    "action,state",
+    [("run", JobState.PLANNING), ("run", JobState.COMPLETED), ("retry", JobState.COMPLETED)],
+)
+def test_an_action_that_does_not_fit_the_job_explains_why(portal, action, state):
+    job = _job(portal, state=state)
+    response = portal.post(reverse("integrations:job_action", args=[job.pk, action]), follow=True)
+    assert response.status_code == 200
+    notes = [str(m) for m in response.context["messages"]]
+    assert len(notes) == 1 and notes[0], notes
+    assert _job_state(job) == state
+    assert BulkJob.objects.count() == 1
+
+
+def test_cancel_of_a_job_no_worker_holds_is_immediate(portal):
+    job = _job(portal, state=JobState.PLANNED)
+    response = portal.post(reverse("integrations:job_action", args=[job.pk, "cancel"]))
+    assert response.status_code == 302
+    assert _job_state(job) == JobState.CANCELLED
+    page = portal.get(reverse("integrations:job_progress", args=[job.pk])).content.decode()
+    assert 'data-state="cancelled"' in page
+    assert "hx-get" not in page, "a finished job stops polling"
+
+
+def test_run_of_a_planned_job_queues_it(portal):
+    job = _job(portal, state=JobState.PLANNED)
+    BulkJob.objects.filter(pk=job.pk).update(plan={"strategy": "incremental"})
+    portal.post(reverse("integrations:job_action", args=[job.pk, "run"]))
+    assert _job_state(job) == JobState.QUEUED
+    page = portal.get(reverse("integrations:job_progress", args=[job.pk])).content.decode()
+    assert "hx-get" in page and 'id="job-cancel"' in page
+
+
+def test_rejected_rows_download_is_csv_with_neutralised_formulas(portal):
+    body = b"email,first_name\nok@example.com,Ok\n=HYPERLINK(1),x\nbad-address,=1+2\n"
+    job = bulk.bulk_job_create(
+        account=portal.account, list_id=portal.list_id, csv_chunks=iter([body])
+    )
+    response = portal.get(reverse("integrations:job_rejected_csv", args=[job.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert f"sync-{job.pk}-rejected-rows.csv" in response["Content-Disposition"]
+    lines = response.content.decode().splitlines()
+    assert lines[0] == "rejected_by,line,email,reason"
+    assert len(lines) == 3
+    assert all(",=" not in line and not line.startswith("=") for line in lines)
