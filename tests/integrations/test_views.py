@@ -133,7 +133,9 @@ def test_lists_partial_of_a_disconnected_account_asks_to_connect(portal):
     response = portal.get(reverse("integrations:account_lists", args=[portal.account.pk]))
     assert response.status_code == 200
     assert "Connect the account to see its lists" in response.content.decode()
-    assert not ApiCall.objects.filter(account=portal.account, path_template__contains="contact_lists")
+    assert not ApiCall.objects.filter(
+        account=portal.account, path_template__contains="contact_lists"
+    )
 
 
 def test_sync_page_of_a_disconnected_account_explains_instead_of_erroring(portal):
