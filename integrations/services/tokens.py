@@ -24,11 +24,13 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from integrations import conf
 from integrations.constant_contact import oauth as cc_oauth
@@ -44,7 +46,7 @@ from integrations.models import (
 )
 from integrations.services.audit import api_call_record
 from integrations.services.jwt import access_token_peek_expiry, access_token_validate
-from integrations.services.quota import token_slot_acquire
+from integrations.services.quota import Reservation, quota_wait, token_slot_reserve
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ class TokenRefreshFailed(Exception):
     """The access token has expired and CC's token endpoint could not renew it just now."""
 
 
+class _LeaseLost(Exception):
+    """Another caller took over this refresh while this one waited for a token slot."""
+
+
 _session = None
 
 
@@ -77,14 +83,23 @@ def _http():
 
 
 def token_endpoint_call(
-    *, api_key: ApiKey, account: ConnectedAccount | None, request
+    *,
+    api_key: ApiKey,
+    account: ConnectedAccount | None,
+    request,
+    on_slot: Callable[[Reservation], None] | None = None,
 ) -> cc_oauth.TokenResponse:
     """Call CC's token endpoint through the shared 1/s limiter and record the attempt.
 
     ``request`` is one of the ``constant_contact.oauth`` token functions with everything but
     the session bound; it is called with ``session=`` and the configured ``token_url=``.
+    ``on_slot`` learns the booked slot before the wait for it (a refresh extends its lease to
+    cover the wait); should it raise, nothing is sent.
     """
-    token_slot_acquire(api_key=api_key)
+    reservation = token_slot_reserve(api_key=api_key)
+    if on_slot is not None:
+        on_slot(reservation)
+    quota_wait(reservation)
     started = time.monotonic()
     status: int | None = HTTPStatus.OK
     error_key = ""
@@ -183,7 +198,10 @@ def _refresh_single_flight(account: ConnectedAccount, *, forced: bool) -> Connec
         if current.refresh_backoff_until and current.refresh_backoff_until > now:
             return _old_token_or_fail(current, now=now)
         if _lease_take(current, owner=owner, now=now):
-            return _refresh_holding_lease(current, owner=owner)
+            try:
+                return _refresh_holding_lease(current, owner=owner)
+            except _LeaseLost:
+                continue  # the new holder refreshes; wait for the version to move
         if time.monotonic() > deadline:
             return _old_token_or_fail(current, now=now)
         # Another process holds the lease: wait for the version to move.
@@ -224,9 +242,23 @@ def _lease_release(account: ConnectedAccount, *, owner: str, **changes) -> int:
     ).update(refresh_lease_owner="", refresh_lease_expires_at=None, **changes)
 
 
+@sensitive_variables()
 def _refresh_holding_lease(account: ConnectedAccount, *, owner: str) -> ConnectedAccount:
     api_key = account.api_key
     old_refresh = account.refresh_token
+
+    def hold_lease_through_the_wait(slot: Reservation) -> None:
+        # In a storm the slot may be a minute away: the lease must outlive the wait, or a
+        # sibling would take over and send the same refresh token a second time.
+        until = timezone.now() + dt.timedelta(
+            seconds=slot.remaining_wait() + conf.token_lease_seconds()
+        )
+        extended = ConnectedAccount.objects.filter(
+            pk=account.pk, token_version=account.token_version, refresh_lease_owner=owner
+        ).update(refresh_lease_expires_at=until)
+        if not extended:
+            raise _LeaseLost
+
     try:
         answer = token_endpoint_call(
             api_key=api_key,
@@ -237,7 +269,10 @@ def _refresh_holding_lease(account: ConnectedAccount, *, owner: str) -> Connecte
                 refresh_token=old_refresh,
                 **http,
             ),
+            on_slot=hold_lease_through_the_wait,
         )
+    except _LeaseLost:
+        raise
     except OAuthError as exc:
         if exc.is_invalid_grant:
             return _on_invalid_grant(account, owner=owner, error=exc)
@@ -251,6 +286,7 @@ def _refresh_holding_lease(account: ConnectedAccount, *, owner: str) -> Connecte
     return _store_refreshed(account, owner=owner, answer=answer, old_refresh=old_refresh)
 
 
+@sensitive_variables()
 def _store_refreshed(
     account: ConnectedAccount, *, owner: str, answer: cc_oauth.TokenResponse, old_refresh: str
 ) -> ConnectedAccount:
@@ -345,6 +381,7 @@ def _on_refresh_unavailable(account: ConnectedAccount, *, owner: str, why: str) 
     return _old_token_or_fail(_reload(account), now=timezone.now())
 
 
+@sensitive_variables()
 def tokens_store_new_connection(
     *, account: ConnectedAccount, answer: cc_oauth.TokenResponse, expires_at: dt.datetime
 ) -> None:

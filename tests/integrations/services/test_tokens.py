@@ -166,6 +166,46 @@ def test_200_accounts_falling_due_together_are_refreshed_one_second_apart(
     assert stats.max_token_requests_per_second <= 1
 
 
+@pytest.mark.slow
+def test_a_refresh_waiting_for_a_far_token_slot_keeps_its_lease(
+    cc_sandbox, transactional_db, sandbox_settings, settings
+):
+    """8 rotating accounts fall due and 4 processes ask for all of them: the last refresh waits
+    about 10 s for its token-endpoint slot, far longer than the 1 s lease. The holder extends
+    its lease over the wait, so no sibling takes over and spends the same refresh token again
+    (which rotating mode punishes with invalid_grant)."""
+    settings.CC_TOKEN_LEASE_SECONDS = 1
+    app = make_cc_app(cc_sandbox, client_id="slow-slots", refresh_mode="rotating")
+    accounts = []
+    for n in range(8):
+        cc_account = cc_sandbox.create_account(f"slot{n}@example.com")
+        tokens = cc_sandbox.mint_tokens(app.api_key.client_id, account=cc_account)
+        accounts.append(
+            ConnectedAccount.objects.create(
+                api_key=app.api_key,
+                cc_user_id=cc_account.sub,
+                label=cc_account.email,
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                refresh_mode=RefreshMode.ROTATING,
+                access_expires_at=timezone.now() - dt.timedelta(seconds=1),
+                scopes=["contact_data", "offline_access"],
+                token_version=1,
+            ).pk
+        )
+    start = time.time() + 3
+    with process_pool(4, sandbox_settings) as pool:
+        from tests.integrations.services import token_workers
+
+        pool.map(token_workers.refresh_accounts, [{"account_ids": accounts, "start": start}] * 4)
+    stats = cc_sandbox.stats(app.api_key.client_id)
+    assert stats.token_requests == 8, "one refresh per account"
+    assert stats.invalid_grant == 0
+    assert set(
+        ConnectedAccount.objects.filter(pk__in=accounts).values_list("status", flat=True)
+    ) == {AccountStatus.ACTIVE}
+
+
 @pytest.mark.parametrize(
     ("mode", "expect_status"),
     [("long_lived", AccountStatus.ACTIVE), ("rotating", AccountStatus.NEEDS_RECONNECT)],
