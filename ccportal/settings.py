@@ -240,6 +240,9 @@ CC_QUOTA_INTERACTIVE_RESERVE = env.float("CC_QUOTA_INTERACTIVE_RESERVE", default
 CC_QUOTA_REDIS_PREFIX = env.str("CC_QUOTA_REDIS_PREFIX", default="ccportal:quota:")
 
 # --- logging ----------------------------------------------------------------------------------
+# Debug pages and error e-mails hide the OAuth callback's code and state.
+DEFAULT_EXCEPTION_REPORTER = "integrations.debug.SecretSafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "integrations.debug.SecretSafeExceptionReporterFilter"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

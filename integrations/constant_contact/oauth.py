@@ -14,6 +14,7 @@ from http import HTTPStatus
 from urllib.parse import urlencode
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from integrations.constant_contact.errors import CCTransportError, OAuthError
 
@@ -59,6 +60,7 @@ def authorize_url(
     return f"{endpoint}?{urlencode(params)}"
 
 
+@sensitive_variables()
 def _token_request(
     *,
     session: requests.Session,
@@ -120,6 +122,7 @@ def _token_request(
     )
 
 
+@sensitive_variables()
 def token_exchange_code(
     *,
     session: requests.Session,
@@ -143,6 +146,7 @@ def token_exchange_code(
     )
 
 
+@sensitive_variables()
 def token_refresh(
     *,
     session: requests.Session,

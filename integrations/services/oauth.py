@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from integrations import conf
 from integrations.constant_contact import oauth as cc_oauth
 from integrations.constant_contact.errors import CCTransportError, OAuthError
 from integrations.models import AccountStatus, ApiKey, ConnectedAccount
 from integrations.services.jwt import InvalidAccessToken, access_token_validate
+from integrations.services.quota import QuotaStoreUnavailable
 from integrations.services.tokens import token_endpoint_call, tokens_store_new_connection
 
 SESSION_KEY = "cc_oauth_pending"
@@ -38,6 +40,12 @@ class ConnectError(Exception):
     """A connect attempt that cannot complete; the message is safe to show to the user."""
 
     status = 400
+
+
+class ConnectUnavailable(ConnectError):
+    """CC's token endpoint or ccportal's quota store could not be reached; try again soon."""
+
+    status = 503
 
 
 class ConnectDenied(ConnectError):
@@ -111,6 +119,7 @@ def _pending_take(session: Any, state: str) -> dict[str, Any]:
     return pending
 
 
+@sensitive_variables()
 def connect_complete(*, session: Any, params: dict[str, str]) -> ConnectResult:
     """Finish the flow from the callback's query parameters.
 
@@ -146,8 +155,8 @@ def connect_complete(*, session: Any, params: dict[str, str]) -> ConnectResult:
         )
     except OAuthError as exc:
         raise ConnectError(f"Constant Contact refused the authorization code: {exc}") from None
-    except CCTransportError as exc:
-        raise ConnectError(f"{exc} Try connecting again in a moment.") from None
+    except (CCTransportError, QuotaStoreUnavailable) as exc:
+        raise ConnectUnavailable(f"{exc} Try connecting again in a moment.") from None
     try:
         claims = access_token_validate(answer.access_token)
     except InvalidAccessToken as exc:
