@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -68,8 +68,13 @@ from integrations.services.bulk_input import (
     sync_plan,
 )
 from integrations.services.gateway import cc_client
-from integrations.services.quota import QuotaExhausted, next_utc_midnight, quota_usage
-from integrations.services.tokens import AccountNotConnected
+from integrations.services.quota import (
+    QuotaExhausted,
+    QuotaStoreUnavailable,
+    next_utc_midnight,
+    quota_usage,
+)
+from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +193,7 @@ def bulk_job_create(
                 desired = desired_from_csv(path)
             except CsvRejected as exc:
                 raise BulkInputError(str(exc)) from None
+            _require_contacts(desired, mode=mode)
             input_summary = _input_summary(desired)
             _write_rejected(folder / "rejected_input.csv", desired.rejected)
             job.source_file = str(path)
@@ -203,6 +209,22 @@ def bulk_job_create(
     job.progress = _progress_dict(phase_label="Waiting for a worker to export the list")
     job.save()
     return job
+
+
+def _require_contacts(desired: DesiredSet, *, mode: str) -> None:
+    """A file without one usable contact is refused: in replace mode it would empty the list,
+    which is never what an upload full of rejected rows means."""
+    if desired.contacts:
+        return
+    if desired.rejected:
+        first = desired.rejected[0]
+        reason = (
+            f"none of its {desired.rows_read:,} rows is usable (line {first.line}: {first.reason})"
+        )
+    else:
+        reason = "it has a header but no contacts"
+    effect = "would remove every member" if mode == SyncMode.REPLACE else "would add nobody"
+    raise BulkInputError(f"the file was refused: {reason}, so the sync {effect}.")
 
 
 def _input_summary(desired: DesiredSet) -> dict[str, Any]:
@@ -338,6 +360,12 @@ def bulk_job_resume(*, job: BulkJob) -> BulkJob:
     gets ``quota_exceeded`` again and the job pauses again, costing one call."""
     from integrations.services.quota import quota_resume
 
+    job.refresh_from_db()
+    if job.state != JobState.PAUSED:
+        raise BulkInputError(f"this job is {job.get_state_display().lower()}, not paused.")
+    # The key's stop goes first: should the quota store be unreachable, the job stays paused
+    # (and resumable) instead of running into the stop.
+    quota_resume(api_key=job.account.api_key)
     # The lease the pause left (until the reset) goes too, so the watchdog may take the job
     # should the worker the caller enqueues die.
     BulkJob.objects.filter(pk=job.pk, state=JobState.PAUSED, lease_owner="").update(
@@ -349,7 +377,6 @@ def bulk_job_resume(*, job: BulkJob) -> BulkJob:
     job.refresh_from_db()
     if job.state != JobState.RUNNING:
         raise BulkInputError(f"this job is {job.get_state_display().lower()}, not paused.")
-    quota_resume(api_key=job.account.api_key)
     return job
 
 
@@ -484,21 +511,43 @@ class _JobRunner:
             except CCActivityQueueFull:
                 self._wait(60.0, "CC's activity queue for this account is full; waiting a minute")
             except (CCTransportError, CCServerError) as exc:
-                failures = self.checkpoint.get("failures", 0) + 1
-                if failures >= MAX_STEP_FAILURES:
+                if not self._retry_later(f"CC did not answer ({type(exc).__name__})"):
                     self._fail(f"Constant Contact kept failing ({exc}). Retry the job later.")
                     return Advance(state=self.job.state)
-                self.checkpoint["failures"] = failures
-                self._wait(
-                    min(max_poll_delay(), 2.0 * 2**failures),
-                    f"CC did not answer ({type(exc).__name__}); retrying",
-                )
+            except (TokenRefreshFailed, QuotaStoreUnavailable, DatabaseError) as exc:
+                # Passing trouble on our side (the token endpoint backing off, the quota store
+                # or the database briefly unreachable): the step is repeated a few times.
+                if not self._retry_later(f"{type(exc).__name__}: {exc}"):
+                    self._fail(f"{exc}. The job stopped after {MAX_STEP_FAILURES} attempts.")
+                    return Advance(state=self.job.state)
             except AccountNotConnected as exc:
                 self._fail(f"{exc}. Reconnect the account, then start the sync again.")
                 return Advance(state=self.job.state)
             except CCHTTPError as exc:
                 self._fail(str(exc))
                 return Advance(state=self.job.state)
+            except JobLeaseLost:
+                raise
+            except Exception as exc:
+                # A step that fails for a reason no retry can fix (its input file gone, a
+                # disk error, a bug) fails the job once, visibly, instead of being recovered
+                # by the watchdog and failing again forever.
+                logger.exception("Bulk job %s stopped on an unexpected error", self.job.pk)
+                self._fail(
+                    f"the job stopped on an unexpected error in step {self.job.phase} "
+                    f"({type(exc).__name__}: {exc}). Nothing more is sent for it."
+                )
+                return Advance(state=self.job.state)
+
+    def _retry_later(self, reason: str) -> bool:
+        """Schedule the failed step again with exponential backoff; False once it has failed
+        ``MAX_STEP_FAILURES`` times in a row."""
+        failures = self.checkpoint.get("failures", 0) + 1
+        if failures >= MAX_STEP_FAILURES:
+            return False
+        self.checkpoint["failures"] = failures
+        self._wait(min(max_poll_delay(), 2.0 * 2**failures), f"{reason}; retrying")
+        return True
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.time() + seconds
@@ -730,14 +779,15 @@ class _JobRunner:
         )
         add_sizes = chunk_sizes(desired.contacts, diff.adds)
         all_sizes = chunk_sizes(desired.contacts, sorted(desired.contacts))
+        # Jobs run in the background lane: its budget, not the whole key's, is what they get.
         usage = quota_usage(api_key=self.job.account.api_key)
         plan = sync_plan(
             diff=diff,
             desired_count=len(desired.contacts),
             chunk_sizes_adds=add_sizes,
             chunk_sizes_all=all_sizes,
-            remaining_today=int(usage.get("remaining", 0)),
-            per_day=self.job.account.api_key.per_day,
+            remaining_today=int(usage["background_remaining"]),
+            per_day=max(1, int(usage["per_day"]) - int(usage["interactive_reserve"])),
         )
         used = ApiCall.objects.filter(bulk_job=self.job).count()
         plan_dict = {

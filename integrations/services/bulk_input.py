@@ -579,7 +579,18 @@ def _desired_from_lines(lines: _PhysicalLines, *, max_rows: int, encoding: str) 
         raise CsvRejected("the file is empty; it needs a header row with an email column.")
     delimiter = _sniff_delimiter(first)
     reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter)
-    header = next(reader)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise CsvRejected(
+            f"line {skipped + 1}: the header row is malformed ({exc}).", line=skipped + 1
+        ) from None
+    if reader.line_num > 1:
+        # An open quote in the header swallows the lines after it into one "column name".
+        raise CsvRejected(
+            f"line {skipped + 1}: the header row has an unclosed double quote.",
+            line=skipped + 1,
+        )
     names = [cell.strip().lstrip("\ufeff").strip() for cell in header]
     email_index, columns, ignored, column_map = _header_columns(names)
     width = len(names)
@@ -954,8 +965,9 @@ def sync_plan(
 
     The cheaper one wins, polls included; a tie goes to batches, which never empties the list.
     Clearing is only offered when the diff is a replace with removals, and only when the whole
-    job fits in one day's budget (so the list is never left half-empty across a reset) — unless
-    the export had no contact ids, when clearing is the only way to remove anyone.
+    job fits in what remains of today's budget (so the list is never left half-empty across a
+    reset) — unless the export had no contact ids, when clearing is the only way to remove
+    anyone. ``remaining_today`` and ``per_day`` are the budget of the lane the job runs in.
     """
     if per_day < 1:
         raise ValueError("per_day must be at least 1.")
@@ -988,9 +1000,12 @@ def sync_plan(
     elif batches is None:
         chosen, strategy = clear, STRATEGY_CLEAR_AND_REIMPORT
         reason = "the export has no contact ids, so members can only be removed by clearing"
-    elif clear.total > per_day:
+    elif clear.total > remaining_today:
         chosen, strategy = batches, STRATEGY_BATCHES
-        reason = "clearing would leave the list half-empty across a daily reset"
+        reason = (
+            f"clearing needs {clear.total:,} calls and {remaining_today:,} remain today: the "
+            "list would sit half-empty across a daily reset"
+        )
     elif clear.total < batches.total:
         chosen, strategy = clear, STRATEGY_CLEAR_AND_REIMPORT
         reason = f"{clear.total:,} calls instead of {batches.total:,} with removal batches"

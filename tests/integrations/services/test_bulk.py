@@ -347,8 +347,22 @@ def _garbage(size: int) -> bytes:
         (_garbage(10 * 1024 * 1024), "not a text CSV file"),
         (b"email\n" + b"x" * (10 * 1024 * 1024), "does not look like a contact CSV file"),
         (b"", "empty"),
+        (b"email\nAnn <ann@example.com>\nnot-an-email\n", "none of its 2 rows is usable"),
+        (b"email,first_name\n", "has a header but no contacts, so the sync would remove every"),
+        (b'email,"first\na@example.com,1\nb@example.com,2\n', "unclosed double quote"),
+        (b'email,"' + b"x" * 200_000 + b'"\na@example.com,1\n', "header row is malformed"),
     ],
-    ids=["no-email-column", "latin-1", "10-MB-of-binary-garbage", "10-MB-text-line", "empty"],
+    ids=[
+        "no-email-column",
+        "latin-1",
+        "10-MB-of-binary-garbage",
+        "10-MB-text-line",
+        "empty",
+        "every-row-rejected",
+        "header-only-would-empty-the-list",
+        "header-with-open-quote",
+        "header-field-over-the-csv-limit",
+    ],
 )
 def test_bad_csv_sends_nothing_and_says_why_in_one_line(sync_app, body, message):
     app = sync_app
@@ -359,6 +373,23 @@ def test_bad_csv_sends_nothing_and_says_why_in_one_line(sync_app, body, message)
     assert "\n" not in text and len(text) < 300
     assert not BulkJob.objects.exists()
     assert _stats(app).requests == 0
+
+
+def test_a_step_that_cannot_succeed_fails_the_job_once_and_says_why(sync_app):
+    """The desired file vanishes between plan and run (a disk error, workers on hosts that do
+    not share MEDIA_ROOT): the job fails with the reason instead of being retried forever."""
+    app = sync_app
+    _seed_members(app, 1, 5)
+    job = _drive_inline(_create(app, _emails(3, 9)), approve=False)
+    assert job.state == JobState.PLANNED
+    Path(job.source_file).unlink()
+    job = _drive_inline(bulk.bulk_job_approve(job=job))
+    assert job.state == JobState.FAILED
+    assert "unexpected error in step submit" in job.error
+    assert "FileNotFoundError" in job.error or "CsvRejected" in job.error
+    assert job.pk not in bulk.bulk_jobs_recoverable()
+    assert _import_posts(app) == 0
+    assert _members(app) == set(_emails(1, 5))
 
 
 def test_formula_cells_are_neutralised_and_bad_rows_downloadable(sync_app):

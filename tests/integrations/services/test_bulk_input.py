@@ -795,6 +795,15 @@ def test_clearing_is_not_chosen_when_it_cannot_finish_within_one_day():
     assert "daily reset" in result.reason
 
 
+def test_clearing_is_not_chosen_when_todays_remaining_budget_is_short():
+    # A 10,000/day key with 11 calls left today: clearing (12 calls) would run out mid-way.
+    result = plan(make_diff(removes=5_000, unchanged=95_000), remaining_today=11)
+
+    assert result.strategy == "batches"
+    assert "11 remain today" in result.reason
+    assert not result.fits_today
+
+
 def test_nothing_to_remove_only_imports():
     result = plan(make_diff(adds=5, unchanged=5, mode="add"))
 
