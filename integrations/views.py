@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.decorators import method_decorator
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.decorators import ratelimit
 
 from integrations import selectors
@@ -27,6 +29,8 @@ from integrations.services.oauth import (
 from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
 from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 from integrations.tasks import bulk_job_enqueue
+
+logger = logging.getLogger(__name__)
 
 SERVICE_ERRORS = (
     CCError,
@@ -62,6 +66,7 @@ def _too_many(request: HttpRequest) -> HttpResponse:
 
 
 @staff_member_required
+@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     keys = selectors.api_key_list()
     rows = [{"key": key, "usage": selectors.usage_today(api_key=key)} for key in keys]
@@ -138,6 +143,13 @@ def connect_callback(request: HttpRequest) -> HttpResponse:
         return render(
             request, "integrations/connect_error.html", {"message": str(exc)}, status=exc.status
         )
+    except SERVICE_ERRORS as exc:
+        return render(
+            request,
+            "integrations/connect_error.html",
+            {"message": f"The account was not connected: {exc} Start again from Connect."},
+            status=503,
+        )
     verb = "Connected" if result.created else "Reconnected"
     messages.success(request, f"{verb} {result.account}.")
     # A redirect, so the code and state leave the address bar and the browser history.
@@ -184,6 +196,7 @@ def account_lists(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_member_required
+@require_http_methods(["GET", "POST"])
 def sync_start(request: HttpRequest, pk: int, list_id: str) -> HttpResponse:
     account = get_object_or_404(ConnectedAccount.objects.select_related("api_key"), pk=pk)
     try:
@@ -220,6 +233,13 @@ def sync_start(request: HttpRequest, pk: int, list_id: str) -> HttpResponse:
             )
         except bulk.BulkInputError as exc:
             form.add_error(None, f"Nothing was sent to Constant Contact: {exc}")
+        except OSError as exc:
+            logger.error("Could not store the upload for a sync of list %s: %s", list_id, exc)
+            form.add_error(
+                None,
+                "Nothing was sent to Constant Contact: ccportal could not store the file "
+                f"({exc.strerror or exc}). Try again, or tell the portal's operator.",
+            )
         else:
             bulk_job_enqueue(job.pk)
             return redirect("integrations:job_detail", pk=job.pk)
@@ -295,6 +315,8 @@ def job_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             return HttpResponse("Unknown action.", status=404)
     except bulk.BulkInputError as exc:
         messages.error(request, str(exc))
+    except SERVICE_ERRORS as exc:
+        messages.error(request, f"Nothing changed: {exc}")
     return redirect("integrations:job_detail", pk=job.pk)
 
 

@@ -234,7 +234,13 @@ def test_unknown_action_is_404_and_changes_nothing(portal):
 
 @pytest.mark.parametrize(
     "action,state",
-    [("run", JobState.PLANNING), ("run", JobState.COMPLETED), ("retry", JobState.COMPLETED)],
+    [
+        ("run", JobState.PLANNING),
+        ("run", JobState.COMPLETED),
+        ("retry", JobState.COMPLETED),
+        ("resume", JobState.RUNNING),
+        ("schedule", JobState.CANCELLED),
+    ],
 )
 def test_an_action_that_does_not_fit_the_job_explains_why(portal, action, state):
     job = _job(portal, state=state)
@@ -278,3 +284,64 @@ def test_rejected_rows_download_is_csv_with_neutralised_formulas(portal):
     assert lines[0] == "rejected_by,line,email,reason"
     assert len(lines) == 3
     assert all(",=" not in line and not line.startswith("=") for line in lines)
+
+
+# --- connecting while the quota store is down -------------------------------------------------
+def test_callback_with_the_quota_store_down_explains_and_shows_no_code(cc_app, settings):
+    import socket
+    from urllib.parse import parse_qs, urlsplit
+
+    browser = Client()
+    browser.force_login(StaffFactory())
+    response = browser.post(reverse("integrations:connect", args=[cc_app.api_key.pk]))
+    query = {k: v[0] for k, v in parse_qs(urlsplit(response["Location"]).query).items()}
+    code = cc_app.sandbox.authorize(
+        cc_app.api_key.client_id, query["redirect_uri"], query["scope"], query["state"]
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.CC_QUOTA_STORE = "integrations.services.quota_stores.RedisStore"
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+
+    response = browser.get(
+        reverse("integrations:connect_callback"), {"code": code, "state": query["state"]}
+    )
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "Try connecting again" in page
+    assert code not in page
+    assert cc_app.sandbox.stats(cc_app.api_key.client_id).token_requests == 0
+
+
+def _callback_view(request):
+    raise RuntimeError("boom")
+
+
+def _exc_info_of_a_failing_callback(request):
+    import sys
+
+    try:
+        _callback_view(request)
+    except RuntimeError:
+        return sys.exc_info()
+
+
+def test_error_reports_hide_the_callbacks_code_and_state(rf):
+    import secrets
+
+    from django.views.debug import ExceptionReporter
+
+    from integrations.debug import SecretSafeExceptionReporter
+
+    request = rf.get(
+        "/accounts/callback/",
+        {"code": secrets.token_urlsafe(16), "state": secrets.token_urlsafe(16)},
+    )
+    info = _exc_info_of_a_failing_callback(request)
+    plain = ExceptionReporter(request, *info).get_traceback_html()
+    assert request.GET["code"] in plain, "Django's own report shows it"
+    report = SecretSafeExceptionReporter(request, *info)
+    for text in (report.get_traceback_html(), report.get_traceback_text()):
+        assert request.GET["code"] not in text and request.GET["state"] not in text
+        assert "boom" in text and "/accounts/callback/" in text
