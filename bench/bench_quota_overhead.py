@@ -4,14 +4,16 @@
                                                     [--processes 8] [--seconds 4]
 
 Times ``quota_reserve`` — the one atomic step in the shared store plus the service around it —
-never the sleep until the slot. All processes book on one custom key, under two loads:
+never the sleep until the slot. All processes book on one key and sleep until their slots, as
+gateway callers do, under these loads:
 
-* ``paced``: the key allows ``--paced-rate`` calls/s (default 1,000: a hundred times a partner
-  key), so the processes book about that often between them and sleep until their slots,
-  as gateway callers do: the store's decision time with eight processes sharing the ledger;
-* ``flat out``: the key allows a million calls/s, so slots are always due at once and every
-  process books back to back: the store is the bottleneck. With more processes than CPUs this
-  also measures waiting for a CPU: by Little's law the mean is ``processes / throughput``.
+* ``standard 4/s`` and ``partner 10/s``: the utilisation benchmark's concurrency (eight
+  processes saturating one CC key). The targets apply to these rows.
+* stress, beyond anything CC allows, to show where each store's limits are:
+  ``paced``: the key allows ``--paced-rate`` calls/s (default 1,000: a hundred times a partner
+  key); ``flat out``: a million calls/s, so slots are always due at once and every process
+  books back to back. With more processes than CPUs this also measures waiting for a CPU: by
+  Little's law the mean is ``processes / throughput``.
 
 Each store gets a fresh, throw-away home:
 
@@ -55,6 +57,7 @@ class Result:
     load: str
     samples: list[float]
     seconds: float
+    stress: bool
 
     def percentile(self, share: float) -> float:
         ordered = sorted(self.samples)
@@ -168,22 +171,30 @@ HOMES: dict[str, Callable] = {"sqlite": sqlite_home, "postgres": postgres_home, 
 
 
 def bench(store: str, options: argparse.Namespace) -> list[Result]:
-    loads = {f"paced {options.paced_rate}/s": options.paced_rate, "flat out": FLAT_OUT_RATE}
+    # load -> (calls/s the key allows, seconds timed, stress?)
+    loads = {
+        "standard 4/s": (4, options.cc_seconds, False),
+        "partner 10/s": (10, options.cc_seconds, False),
+        f"paced {options.paced_rate}/s": (options.paced_rate, options.seconds, True),
+        "flat out": (FLAT_OUT_RATE, options.seconds, True),
+    }
     var_dir = tempfile.mkdtemp(prefix=f"ccportal-bench-{store}-")
     context = multiprocessing.get_context("spawn")
     results = []
     try:
         with HOMES[store](var_dir, options) as env:
             with context.Pool(1) as setup:
-                key_ids = setup.apply(_prepare, (env, list(loads.values())))
+                key_ids = setup.apply(_prepare, (env, [rate for rate, _, _ in loads.values()]))
             with context.Pool(options.processes) as pool:
-                for load, api_key_id in zip(loads, key_ids, strict=True):
+                for (load, (_, seconds, stress)), api_key_id in zip(
+                    loads.items(), key_ids, strict=True
+                ):
                     start_at = time.time() + WARM_UP_SECONDS
-                    end_at = start_at + options.seconds
+                    end_at = start_at + seconds
                     jobs = [(env, api_key_id, start_at, end_at)] * options.processes
                     batches = pool.map(_measure, jobs, chunksize=1)
                     samples = [sample for batch in batches for sample in batch]
-                    results.append(Result(store, load, samples, options.seconds))
+                    results.append(Result(store, load, samples, seconds, stress))
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
     return results
@@ -193,7 +204,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="sqlite,postgres,redis")
     parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timed run per store and load")
+    parser.add_argument(
+        "--cc-seconds", type=float, default=30.0, help="timed run of each CC-rate load"
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed run of each stress load")
     parser.add_argument("--paced-rate", type=int, default=1000, help="the paced key's calls/s")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
@@ -205,7 +219,8 @@ def main() -> int:
 
     print(
         f"quota_reserve decision time: {options.processes} processes on one key, "
-        f"{options.seconds:g} s per store and load, {os.cpu_count()} CPUs"
+        f"{options.cc_seconds:g} s per CC-rate load, {options.seconds:g} s per stress load, "
+        f"{os.cpu_count()} CPUs"
     )
     results: list[Result] = []
     for store in stores:
@@ -223,13 +238,19 @@ def main() -> int:
     for result in results:
         p50, p99 = result.percentile(0.50), result.percentile(0.99)
         target50, target99 = TARGETS[result.store]
-        verdict = "ok" if p50 <= target50 and p99 <= target99 else "over target"
+        if result.stress:
+            verdict = "stress: no target"
+        else:
+            verdict = "ok" if p50 <= target50 and p99 <= target99 else "OVER TARGET"
         print(
             f"{result.store:<10}{result.load:<14}{len(result.samples):>9}"
             f"{len(result.samples) / result.seconds:>8.0f}"
             f"{statistics.fmean(result.samples) * 1000:>8.2f}{p50:>8.2f}{p99:>8.2f}"
             f"{max(result.samples) * 1000:>8.2f}{f'{target50:g}/{target99:g}':>10}  {verdict}"
         )
+    print(
+        "targets apply at CC's rates (the utilisation run's concurrency); stress rows show headroom."
+    )
     cpus = os.cpu_count() or 1
     if options.processes > cpus:
         print(

@@ -21,7 +21,7 @@ BENCHMARKS = [
 ]
 QUICK = {
     "bench_utilisation.py": ["--seconds", "10"],
-    "bench_quota_overhead.py": ["--seconds", "5"],
+    "bench_quota_overhead.py": ["--seconds", "2", "--cc-seconds", "5"],
 }
 
 
