@@ -9,6 +9,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.decorators import ratelimit
@@ -170,6 +171,22 @@ def _cc_failure_message(exc: Exception) -> str:
     return f"Could not load data from Constant Contact: {exc}"
 
 
+def _problem(
+    request: HttpRequest, title: str, message: str, *, account: ConnectedAccount, status: int
+) -> HttpResponse:
+    return render(
+        request,
+        "integrations/problem.html",
+        {
+            "title": title,
+            "message": message,
+            "back_url": reverse("integrations:account_detail", args=[account.pk]),
+            "back_label": f"Back to {account}",
+        },
+        status=status,
+    )
+
+
 @staff_member_required
 @require_GET
 def account_lists(request: HttpRequest, pk: int) -> HttpResponse:
@@ -202,18 +219,20 @@ def sync_start(request: HttpRequest, pk: int, list_id: str) -> HttpResponse:
     try:
         lists = selectors.account_contact_lists(account=account)
     except SERVICE_ERRORS as exc:
-        return render(
+        return _problem(
             request,
-            "integrations/connect_error.html",
-            {"message": _cc_failure_message(exc)},
+            "Could not load the account's lists",
+            _cc_failure_message(exc),
+            account=account,
             status=502,
         )
     target = next((item for item in lists if item.get("list_id") == list_id), None)
     if target is None:
-        return render(
+        return _problem(
             request,
-            "integrations/connect_error.html",
-            {"message": "That list does not exist in this Constant Contact account."},
+            "No such list",
+            "That list does not exist in this Constant Contact account.",
+            account=account,
             status=404,
         )
     form = SyncMembershipForm(

@@ -345,3 +345,13 @@ def test_error_reports_hide_the_callbacks_code_and_state(rf):
     for text in (report.get_traceback_html(), report.get_traceback_text()):
         assert request.GET["code"] not in text and request.GET["state"] not in text
         assert "boom" in text and "/accounts/callback/" in text
+
+
+def test_a_secret_no_key_opens_is_an_error_page_naming_the_fix(portal, settings):
+    from cryptography.fernet import Fernet
+
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    response = portal.get(reverse("integrations:account_detail", args=[portal.account.pk]))
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "cannot read its stored secrets" in page and "FIELD_ENCRYPTION_KEYS" in page

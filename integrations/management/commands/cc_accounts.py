@@ -6,10 +6,11 @@ manage.py cc_accounts show ACCOUNT_ID
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from integrations import selectors
+from integrations.management.base import PortalCommand
 from integrations.models import ConnectedAccount
 
 
@@ -29,7 +30,7 @@ def _idle(account: ConnectedAccount) -> str:
     return "—" if days is None else f"{days}d"
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "List connected Constant Contact accounts, or show one."
 
     def add_arguments(self, parser: CommandParser) -> None:

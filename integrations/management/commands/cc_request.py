@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from integrations.constant_contact.errors import CCError
+from integrations.management.base import PortalCommand
 from integrations.models import ConnectedAccount, Lane
 from integrations.services.gateway import cc_call
 from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
@@ -18,7 +19,7 @@ from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Call the CC v3 API (path relative to /v3) for a connected account; prints JSON."
 
     def add_arguments(self, parser) -> None:

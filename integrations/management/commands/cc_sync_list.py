@@ -8,11 +8,13 @@ bar. The job runs in this process; if it is interrupted, a portal worker resumes
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from integrations.management.base import PortalCommand
 from integrations.models import BulkJob, ConnectedAccount, JobState, SyncMode
 from integrations.services import bulk
 
@@ -23,7 +25,7 @@ def _chunks(path: Path):
             yield chunk
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Sync a CC list's membership to a CSV (plan, confirm, run with progress)."
 
     def add_arguments(self, parser) -> None:
@@ -37,6 +39,8 @@ class Command(BaseCommand):
         path = Path(options["csv_path"])
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
+        if not os.access(path, os.R_OK):
+            raise CommandError(f"cannot read {path}: permission denied.")
         try:
             account = ConnectedAccount.objects.select_related("api_key").get(pk=options["account"])
         except ConnectedAccount.DoesNotExist:
@@ -50,6 +54,10 @@ class Command(BaseCommand):
             )
         except bulk.BulkInputError as exc:
             raise CommandError(f"nothing was sent: {exc}") from None
+        except OSError as exc:
+            raise CommandError(
+                f"nothing was sent: cannot read {path}: {exc.strerror or exc}."
+            ) from None
         summary = job.plan.get("input", {})
         self.stdout.write(
             f"Job {job.pk}: {summary.get('contacts', 0):,} contacts from {path.name} "
@@ -63,13 +71,22 @@ class Command(BaseCommand):
         if not options["yes"]:
             if not sys.stdin.isatty():
                 raise CommandError(
-                    f"plan saved as job {job.pk}; re-run with --yes to run it without a prompt."
+                    f"plan saved as job {job.pk}: run it from the portal's job page, or re-run "
+                    "with --yes to run without a prompt."
                 )
-            if input("Run this plan? [y/N] ").strip().lower() not in ("y", "yes"):
+            try:
+                answer = input("Run this plan? [y/N] ")
+            except (EOFError, KeyboardInterrupt):
+                answer = ""
+                self.stdout.write("")
+            if answer.strip().lower() not in ("y", "yes"):
                 bulk.bulk_job_cancel(job=job)
                 self.stdout.write("Not run; the job was cancelled.")
                 return
-        job = bulk.bulk_job_approve(job=job)
+        try:
+            job = bulk.bulk_job_approve(job=job)
+        except bulk.BulkInputError as exc:
+            raise CommandError(f"not run: {exc}") from None
         job = self._drive(job)
         if job.state == JobState.PAUSED:
             label = bulk.bulk_job_progress(job).get("phase_label", "Paused")

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
+from integrations.management.base import PortalCommand
 from integrations.services.tokens import tokens_keep_alive
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Refresh accounts whose refresh token has been idle for --idle-days (default 150), "
         "before CC expires it at 180 days."

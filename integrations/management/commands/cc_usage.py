@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from integrations import selectors
+from integrations.management.base import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Show today's Constant Contact API usage per key."
 
     def add_arguments(self, parser) -> None:
@@ -22,7 +23,7 @@ class Command(BaseCommand):
             selector = options["key"]
             keys = (
                 keys.filter(pk=int(selector))
-                if selector.isdigit()
+                if selector.isascii() and selector.isdigit()
                 else keys.filter(client_id=selector)
             )
             if not keys.exists():

@@ -68,3 +68,17 @@ def test_keepalive_refreshes_only_idle_tokens_through_the_token_endpoint(cc_app,
     assert run("cc_tokens_keepalive").strip() == f"{connected_account}: refreshed"
     assert cc_app.sandbox.stats(cc_app.api_key.client_id).token_requests == token_requests + 1
     assert run("cc_tokens_keepalive", "--idle-days", "30").strip() == "No idle refresh tokens."
+
+
+def test_a_secret_no_key_opens_is_a_one_line_error_naming_the_fix(connected_account, settings):
+    from cryptography.fernet import Fernet
+
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    for args in (("cc_accounts", "list"), ("cc_request", "GET", "/contact_lists")):
+        with pytest.raises(CommandError, match=r"Cannot decrypt .*FIELD_ENCRYPTION_KEYS"):
+            run(*args)
+
+
+def test_usage_of_a_key_named_by_a_non_ascii_digit_is_an_error(db):
+    with pytest.raises(CommandError, match="no API key '²'"):
+        run("cc_usage", "--key", "²")
