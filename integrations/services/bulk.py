@@ -760,6 +760,8 @@ class _JobRunner:
         self._download(self.checkpoint["source_export"], job_dir(self.job) / "source_export.csv")
         _desired_csv_from_export(job_dir(self.job) / "source_export.csv", _desired_path(self.job))
         desired = desired_from_csv(_desired_path(self.job))
+        # Rows of the source list the import would refuse go to the rejected-rows download.
+        _write_rejected(job_dir(self.job) / "rejected_input.csv", desired.rejected)
         self.job.plan = {**self.job.plan, "input": _input_summary(desired)}
         self._save(plan=self.job.plan)
         self._goto("diff")

@@ -461,11 +461,18 @@ def test_source_list_sync_copies_another_lists_members(sync_app):
     app.sandbox.seed_contacts(
         app.cc_account, count=8, start=5, list_ids=[source], email_template="m{n}@example.com"
     )
+    # CC keeps addresses of up to 80 characters; its JSON import takes 50.
+    long_local = "a-member-whose-address-is-too-long-for-the-json-import"
+    app.sandbox.seed_contacts(
+        app.cc_account, count=1, list_ids=[source], email_template=long_local + "{n}@example.com"
+    )
     job = bulk.bulk_job_create(account=app.account, list_id=app.list_id, source_list_id=source)
     job = _drive_inline(job)
     assert job.state == JobState.COMPLETED, job.error
     assert _members(app) == set(_emails(5, 13))
     assert job.plan["input"]["contacts"] == 8
+    assert job.plan["input"]["rejected"] == 1
+    assert long_local in bulk.bulk_job_rejected_csv(job)
 
 
 def test_the_portal_runs_a_sync_through_its_worker(sync_app, worker, staff_client):
