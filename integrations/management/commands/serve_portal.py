@@ -3,6 +3,7 @@ local Constant Contact sandbox, supervised together; Ctrl-C stops all of them.""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,17 +24,29 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         manage = [sys.executable, "manage.py"]
         children: list[tuple[str, subprocess.Popen]] = []
+        env = dict(os.environ)
+        sandbox_url = f"http://127.0.0.1:{options['sandbox_port']}"
+        note = ""
+        if conf.cc_mode() == "sandbox" and sandbox_url != conf.cc_sandbox_url():
+            # The worker and web server must talk to the sandbox this command starts; other
+            # commands run by hand need the same setting.
+            env["CC_SANDBOX_URL"] = sandbox_url
+            note = f" Other manage.py commands need CC_SANDBOX_URL={sandbox_url} to reach it."
 
         def start(name: str, argv: list[str]) -> None:
-            children.append((name, subprocess.Popen(argv)))
+            children.append((name, subprocess.Popen(argv, env=env)))
 
+        def stop_on_term(signum, frame) -> None:
+            raise KeyboardInterrupt  # SIGTERM (a service manager, kill) stops like Ctrl-C
+
+        signal.signal(signal.SIGTERM, stop_on_term)
         try:
             if conf.cc_mode() == "sandbox":
                 from integrations.sandbox.process import sandbox_prepare_for_portal
 
                 start("sandbox", [*manage, "run_sandbox", "--port", str(options["sandbox_port"])])
                 sandbox_prepare_for_portal(
-                    sandbox_url=f"http://127.0.0.1:{options['sandbox_port']}",
+                    sandbox_url=sandbox_url,
                     portal_url=f"http://127.0.0.1:{options['port']}",
                     stdout=self.stdout,
                 )
@@ -46,7 +59,7 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"\nccportal is running at http://127.0.0.1:{options['port']}/ "
                     f"({conf.cc_mode()} mode). Log in with the staff login printed above. "
-                    "Ctrl-C stops everything.\n"
+                    f"Ctrl-C stops everything.{note}\n"
                 )
             )
             while True:
@@ -59,7 +72,9 @@ class Command(BaseCommand):
         finally:
             for _, child in reversed(children):
                 if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
+                    # SIGTERM, not SIGINT: a process started in the background ignores SIGINT.
+                    # The worker finishes its current task first.
+                    child.send_signal(signal.SIGTERM)
             for _, child in children:
                 try:
                     child.wait(timeout=10)

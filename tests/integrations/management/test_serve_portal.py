@@ -1,0 +1,176 @@
+"""``make run``'s server as a newcomer meets it: a fresh database, ``serve_portal`` starting the
+sandbox, a worker and the web server as real processes; Connect; then ``cc_request`` and
+``cc_usage`` from another shell; SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from integrations.sandbox.control import SandboxControl
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if re.search(rf"^PPid:\s+{pid}$", text, re.MULTILINE):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture
+def fresh_env(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CC_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "CCPORTAL_"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="ccportal.settings",
+        DJANGO_ENV="development",
+        CCPORTAL_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def test_serve_portal_runs_sandbox_worker_and_web_that_connect_and_answer_the_cli(
+    fresh_env, tmp_path
+):
+    env = fresh_env
+    web_port, sandbox_port = _free_port(), _free_port()
+    _manage(env, "migrate", "--noinput", "-v", "0")
+    _manage(env, "createcachetable")
+    login = _manage(env, "ensure_staff_login")
+    password = re.search(r"password: (\S+)", login).group(1)
+
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "serve_portal",
+                "--port",
+                str(web_port),
+                "--sandbox-port",
+                str(sandbox_port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    portal = f"http://127.0.0.1:{web_port}"
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    try:
+        deadline = time.monotonic() + 90
+        while "ccportal is running at" not in log.read_text() or not _port_open(web_port):
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        banner = log.read_text()
+        assert f"{portal}/" in banner and f"CC_SANDBOX_URL={sandbox_url}" in banner
+
+        browser = requests.Session()
+        browser.get(f"{portal}/login/")
+        browser.post(
+            f"{portal}/login/",
+            data={
+                "username": "admin",
+                "password": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{portal}/login/"},
+        )
+        accounts = browser.get(f"{portal}/accounts/").text
+        connect_path = re.search(r'action="(/keys/\d+/connect/)"', accounts).group(1)
+        started = browser.post(
+            portal + connect_path,
+            data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+            headers={"Referer": f"{portal}/accounts/"},
+            allow_redirects=False,
+        )
+        authorize = started.headers["Location"]
+        assert authorize.startswith(f"{sandbox_url}/oauth2/default/v1/authorize?"), authorize
+        query = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}
+        code = SandboxControl(sandbox_url).authorize(
+            query["client_id"], query["redirect_uri"], query["scope"], query["state"]
+        )
+        done = browser.get(
+            f"{portal}/accounts/callback/",
+            params={"code": code, "state": query["state"]},
+            allow_redirects=False,
+        )
+        assert done.status_code == 302 and re.fullmatch(r"/accounts/\d+/", done.headers["Location"])
+
+        cli = {**env, "CC_SANDBOX_URL": sandbox_url}
+        lists = json.loads(_manage(cli, "cc_request", "GET", "/contact_lists"))
+        assert len(lists["lists"]) >= 1
+        usage = json.loads(_manage(cli, "cc_usage", "--json"))
+        assert [row["calls_today"] for row in usage] == [1]
+        children = _children(server.pid)
+        assert len(children) == 3, "sandbox, worker and web server"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    # Everything it started stopped with it.
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "a child outlived serve_portal"
+        time.sleep(0.2)
+    assert not _port_open(web_port) and not _port_open(sandbox_port)
