@@ -31,10 +31,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from benchenv import REPO, portal_environment, portal_ready
+
 sys.path.insert(0, str(REPO))
 
 CLIENT_ID = "bench-compressed-day"
@@ -98,21 +98,6 @@ def _drain(job: dict[str, Any]) -> dict[str, Any]:
 # --- in this process ------------------------------------------------------------------------
 
 
-def _environment(var_dir: str, sandbox_url: str) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="ccportal.settings",
-        DJANGO_ENV="development",
-        DEBUG="false",
-        CCPORTAL_VAR_DIR=var_dir,
-        DATABASE_URL=f"sqlite:///{Path(var_dir) / 'bench.sqlite3'}",
-        CC_QUOTA_STORE="integrations.services.quota_stores.DatabaseStore",
-        REDIS_URL="",
-        CC_MODE="sandbox",
-        CC_SANDBOX_URL=sandbox_url,
-        LOG_LEVEL="WARNING",
-    )
-
-
 def _connected_account(sandbox) -> int:
     from django.utils import timezone
 
@@ -166,13 +151,7 @@ def main() -> int:
     var_dir = tempfile.mkdtemp(prefix="ccportal-bench-day-")
     with start_sandbox(port=0) as sandbox_process:
         sandbox = sandbox_process.control
-        _environment(var_dir, sandbox_process.url)
-        import django
-        from django.core.management import call_command
-
-        django.setup()
-        call_command("migrate", verbosity=0, interactive=False)
-        call_command("createcachetable", verbosity=0)
+        portal_ready(portal_environment(var_dir, sandbox_url=sandbox_process.url))
         from integrations import conf
         from integrations.models import ApiKey
         from integrations.services.quota import key_quota

@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+from benchenv import django_setup, portal_environment
+
 DATABASE_STORE = "integrations.services.quota_stores.DatabaseStore"
 REDIS_STORE = "integrations.services.quota_stores.RedisStore"
 FLAT_OUT_RATE = 1_000_000
@@ -72,18 +72,9 @@ class Result:
 # --- inside the spawned processes -----------------------------------------------------------
 
 
-def _django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
-
-
 def _prepare(env: dict[str, str], rates: list[int]) -> list[int]:
     """Migrate the fresh database and create one key per rate; returns their ids."""
-    _django(env)
+    django_setup(env)
     from django.core.management import call_command
 
     from integrations.models import ApiKey, Tier
@@ -119,7 +110,7 @@ def _measure(job: tuple[dict[str, str], int, float, float]) -> tuple[list[float]
     round trip to the store instead, after the same idle wait: the floor the machine sets
     (waking a process and the store's server up after a sleep) that no ledger can go under."""
     env, api_key_id, start_at, end_at = job
-    _django(env)
+    django_setup(env)
     from integrations.models import ApiKey
     from integrations.services.quota import quota_reserve, quota_store, quota_wait
 
@@ -150,16 +141,7 @@ def _measure(job: tuple[dict[str, str], int, float, float]) -> tuple[list[float]
 
 
 def _base_env(var_dir: str) -> dict[str, str]:
-    return {
-        "DJANGO_SETTINGS_MODULE": "ccportal.settings",
-        "DJANGO_ENV": "development",
-        "DEBUG": "false",
-        "CCPORTAL_VAR_DIR": var_dir,
-        "DATABASE_URL": f"sqlite:///{Path(var_dir) / 'bench.sqlite3'}",
-        "CC_QUOTA_STORE": DATABASE_STORE,
-        "REDIS_URL": "",
-        "LOG_LEVEL": "WARNING",
-    }
+    return portal_environment(var_dir)
 
 
 @contextmanager

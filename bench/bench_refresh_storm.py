@@ -23,22 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchenv import REPO, django_setup
+
 CLIENT_ID = "storm-bench"
 REDIRECT = "http://127.0.0.1:8000/accounts/callback/"
 
 
-def _django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
-
-
 def _prepare(env: dict[str, str], sandbox_url: str, accounts: int) -> list[int]:
-    _django(env)
+    django_setup(env)
     import datetime as dt
 
     from django.core.management import call_command
@@ -81,7 +73,7 @@ def _hammer(job: tuple[dict[str, str], list[int], int, float]) -> dict[int, floa
     import threading
 
     env, ids, threads, start_at = job
-    _django(env)
+    django_setup(env)
     from django.db import connection
     from django.utils import timezone
 

@@ -34,10 +34,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from benchenv import REPO, portal_environment, portal_ready
+
 sys.path.insert(0, str(REPO))
 
 REDIRECT_URI = "http://127.0.0.1:8000/accounts/callback/"
@@ -178,21 +178,6 @@ def _pid_after(seconds: float) -> int:
 # --- in this process ------------------------------------------------------------------------
 
 
-def _environment(var_dir: str, sandbox_url: str) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="ccportal.settings",
-        DJANGO_ENV="development",
-        DEBUG="false",
-        CCPORTAL_VAR_DIR=var_dir,
-        DATABASE_URL=f"sqlite:///{Path(var_dir) / 'bench.sqlite3'}",
-        CC_QUOTA_STORE="integrations.services.quota_stores.DatabaseStore",
-        REDIS_URL="",
-        CC_MODE="sandbox",
-        CC_SANDBOX_URL=sandbox_url,
-        LOG_LEVEL="WARNING",
-    )
-
-
 def _key_and_account(sandbox, client_id: str, tier: str) -> tuple[int, str]:
     """A portal key + connected account for ``client_id``, tokens minted by the sandbox."""
     import datetime as dt
@@ -318,13 +303,7 @@ def main() -> int:
     var_dir = tempfile.mkdtemp(prefix="ccportal-bench-utilisation-")
     with start_sandbox(port=0) as sandbox_process:
         sandbox = sandbox_process.control
-        _environment(var_dir, sandbox_process.url)
-        import django
-        from django.core.management import call_command
-
-        django.setup()
-        call_command("migrate", verbosity=0, interactive=False)
-        call_command("createcachetable", verbosity=0)
+        portal_ready(portal_environment(var_dir, sandbox_url=sandbox_process.url))
         from django.conf import settings
 
         print(

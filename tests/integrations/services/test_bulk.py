@@ -70,6 +70,16 @@ def _create(app, emails, *, mode: str = "replace", body: bytes | None = None) ->
     )
 
 
+def _planned_by_a_worker(app, worker) -> BulkJob:
+    """m1..m20 in the list, m11..m30 desired (10 adds, 10 removes), planned by a real worker."""
+    _seed_members(app, 1, 21)
+    job = _create(app, _emails(11, 31))
+    worker()
+    bulk_job_enqueue(job.pk)
+    wait_for(_state_is(job.pk, JobState.PLANNED), timeout=30, what="the plan")
+    return job
+
+
 def _drive_inline(job: BulkJob, *, approve: bool = True) -> BulkJob:
     """Run a job in this process, as the CLI does."""
     bulk.bulk_job_advance(job_id=job.pk, max_inline_wait=60)
@@ -228,11 +238,7 @@ def test_a_crash_between_cc_accepting_an_import_and_the_checkpoint_repeats_it_on
 
 def test_quota_exhaustion_pauses_and_resumes_after_cc_midnight(sync_app, worker):
     app = sync_app
-    _seed_members(app, 1, 21)
-    job = _create(app, _emails(11, 31))
-    worker()
-    bulk_job_enqueue(job.pk)
-    wait_for(_state_is(job.pk, JobState.PLANNED), timeout=30, what="the plan")
+    job = _planned_by_a_worker(app, worker)
     # CC allows one more call today: the import gets through, the removal meets the quota.
     spent = _stats(app).today_count
     app.sandbox.register_client(
@@ -265,11 +271,7 @@ def test_quota_exhaustion_pauses_and_resumes_after_cc_midnight(sync_app, worker)
 
 def test_cancel_while_running_stops_the_worker_and_names_work_left_at_cc(sync_app, worker):
     app = sync_app
-    _seed_members(app, 1, 21)
-    job = _create(app, _emails(11, 31))
-    worker()
-    bulk_job_enqueue(job.pk)
-    wait_for(_state_is(job.pk, JobState.PLANNED), timeout=30, what="the plan")
+    job = _planned_by_a_worker(app, worker)
     app.sandbox.set_options(activity_items_per_second=2)  # 10 items: 5 s at CC
     bulk_job_enqueue(bulk.bulk_job_approve(job=_job(job.pk)).pk)
     wait_for(lambda: _job(job.pk).phase == "wait_all", timeout=30, what="the wait")

@@ -29,6 +29,29 @@ def _expire(account: ConnectedAccount) -> None:
     )
 
 
+def _expired_accounts(app, count: int, *, email: str, **fields) -> list[int]:
+    """``count`` CC accounts connected through ``app`` with tokens the sandbox minted, every
+    access token already expired; returns the portal accounts' ids."""
+    ids = []
+    for n in range(count):
+        cc_account = app.sandbox.create_account(email.format(n=n))
+        tokens = app.sandbox.mint_tokens(app.api_key.client_id, account=cc_account)
+        ids.append(
+            ConnectedAccount.objects.create(
+                api_key=app.api_key,
+                cc_user_id=cc_account.sub,
+                label=cc_account.email,
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                access_expires_at=timezone.now() - dt.timedelta(seconds=1),
+                scopes=["contact_data", "offline_access"],
+                token_version=1,
+                **fields,
+            ).pk
+        )
+    return ids
+
+
 def _token_requests(app) -> int:
     return app.sandbox.stats(app.api_key.client_id).token_requests
 
@@ -131,24 +154,9 @@ def test_200_accounts_falling_due_together_are_refreshed_one_second_apart(
     cc_sandbox, transactional_db, sandbox_settings
 ):
     app = make_cc_app(cc_sandbox, client_id="storm-app")
-    accounts = []
-    for n in range(200):
-        cc_account = cc_sandbox.create_account(f"owner{n}@example.com")
-        tokens = cc_sandbox.mint_tokens(app.api_key.client_id, account=cc_account)
-        accounts.append(
-            ConnectedAccount.objects.create(
-                api_key=app.api_key,
-                cc_user_id=cc_account.sub,
-                label=cc_account.email,
-                access_token=tokens["access_token"],
-                refresh_token=tokens["refresh_token"],
-                access_expires_at=timezone.now() - dt.timedelta(seconds=1),
-                scopes=["contact_data", "offline_access"],
-                token_version=1,
-            )
-        )
+    accounts = _expired_accounts(app, 200, email="owner{n}@example.com")
     start = time.time() + 3
-    groups = [[a.pk for a in accounts[i::4]] for i in range(4)]
+    groups = [accounts[i::4] for i in range(4)]
     with process_pool(4, sandbox_settings) as pool:
         from tests.integrations.services import token_workers
 
@@ -176,23 +184,9 @@ def test_a_refresh_waiting_for_a_far_token_slot_keeps_its_lease(
     (which rotating mode punishes with invalid_grant)."""
     settings.CC_TOKEN_LEASE_SECONDS = 1
     app = make_cc_app(cc_sandbox, client_id="slow-slots", refresh_mode="rotating")
-    accounts = []
-    for n in range(8):
-        cc_account = cc_sandbox.create_account(f"slot{n}@example.com")
-        tokens = cc_sandbox.mint_tokens(app.api_key.client_id, account=cc_account)
-        accounts.append(
-            ConnectedAccount.objects.create(
-                api_key=app.api_key,
-                cc_user_id=cc_account.sub,
-                label=cc_account.email,
-                access_token=tokens["access_token"],
-                refresh_token=tokens["refresh_token"],
-                refresh_mode=RefreshMode.ROTATING,
-                access_expires_at=timezone.now() - dt.timedelta(seconds=1),
-                scopes=["contact_data", "offline_access"],
-                token_version=1,
-            ).pk
-        )
+    accounts = _expired_accounts(
+        app, 8, email="slot{n}@example.com", refresh_mode=RefreshMode.ROTATING
+    )
     start = time.time() + 3
     with process_pool(4, sandbox_settings) as pool:
         from tests.integrations.services import token_workers
