@@ -131,3 +131,15 @@ def test_production_profile_requires_secret_key(tmp_path):
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_every_environment_variable_the_settings_read_is_documented():
+    import re
+
+    source = (ROOT / "ccportal" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]*)"', source))
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)
+    )
+    assert len(read) > 20, "the pattern no longer finds the settings' variables"
+    assert read - documented == set()
