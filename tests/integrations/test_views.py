@@ -355,3 +355,46 @@ def test_a_secret_no_key_opens_is_an_error_page_naming_the_fix(portal, settings)
     assert response.status_code == 500
     page = response.content.decode()
     assert "cannot read its stored secrets" in page and "FIELD_ENCRYPTION_KEYS" in page
+
+
+# --- account status as staff see it ----------------------------------------------------------
+def test_an_account_cc_refused_shows_why_and_offers_reconnect(staff_client):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from integrations.models import AccountStatus, RefreshMode
+    from tests.factories import ConnectedAccountFactory
+
+    account = ConnectedAccountFactory(
+        status=AccountStatus.NEEDS_RECONNECT,
+        status_reason="Constant Contact refused the refresh token (invalid_grant).",
+        refresh_mode=RefreshMode.ROTATING,
+        refresh_token_issued_at=timezone.now() - dt.timedelta(days=40),
+    )
+    listing = staff_client.get(reverse("integrations:account_list")).content.decode()
+    reconnect = reverse("integrations:reconnect", args=[account.pk])
+    assert f'action="{reconnect}"' in listing and "40 days" in listing and "Rotating" in listing
+    page = staff_client.get(
+        reverse("integrations:account_detail", args=[account.pk])
+    ).content.decode()
+    assert "Needs reconnect" in page and "invalid_grant" in page
+    assert 'class="primary" id="reconnect"' in page
+    assert "long-lived setting is safer" in page
+
+
+def test_connect_and_disconnect_refuse_posts_without_a_csrf_token(db):
+    from tests.factories import ConnectedAccountFactory
+
+    account = ConnectedAccountFactory()
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(StaffFactory())
+    for url in (
+        reverse("integrations:disconnect", args=[account.pk]),
+        reverse("integrations:reconnect", args=[account.pk]),
+        reverse("integrations:connect", args=[account.api_key.pk]),
+    ):
+        assert browser.post(url).status_code == 403, url
+        assert browser.get(url).status_code == 405, url
+    account.refresh_from_db()
+    assert account.access_token and account.status == "active"

@@ -82,3 +82,13 @@ def test_a_secret_no_key_opens_is_a_one_line_error_naming_the_fix(connected_acco
 def test_usage_of_a_key_named_by_a_non_ascii_digit_is_an_error(db):
     with pytest.raises(CommandError, match="no API key '²'"):
         run("cc_usage", "--key", "²")
+
+
+def test_show_of_a_rotating_account_recommends_long_lived_tokens(db):
+    from integrations.models import RefreshMode
+    from tests.factories import ConnectedAccountFactory
+
+    account = ConnectedAccountFactory(refresh_mode=RefreshMode.ROTATING)
+    out = run("cc_accounts", "show", str(account.pk))
+    assert "refresh mode" in out and "Rotating" in out
+    assert "hint: CC's long-lived refresh tokens are safer" in out

@@ -114,3 +114,52 @@ def test_cc_usage_reports_today_in_text_and_json(cc_app, connected_account):
 def test_cc_usage_unknown_key_is_an_error(cc_app):
     with pytest.raises(CommandError, match="no API key 'nope'"):
         run("cc_usage", "--key", "nope")
+
+
+def test_cc_request_in_the_background_lane_is_recorded_so(cc_app, connected_account):
+    run("cc_request", "GET", "/contact_lists", "--lane", "background")
+    call = ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API)
+    assert call.lane == "background"
+
+
+def test_cc_usage_counts_ccs_429s_and_forecasts_exhaustion(cc_sandbox, transactional_db):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from tests.fixtures.portal import CLIENT_SECRET, REDIRECT_URI, make_cc_app
+
+    # The portal believes 20/s and 40/day; CC enforces 1/s and 6/day.
+    app = make_cc_app(cc_sandbox, client_id="usage-429s", tier="custom", per_second=20, per_day=40)
+    app.connect()
+    cc_sandbox.register_client(
+        "usage-429s",
+        redirect_uris=[REDIRECT_URI],
+        client_secret=CLIENT_SECRET,
+        tier="custom",
+        per_second=1,
+        per_day=6,
+        refresh_mode="long_lived",
+    )
+    # Quick calls: CC throttles some (the gateway retries them), then its day runs out.
+    with pytest.raises(CommandError, match="quota_exceeded"):
+        for _ in range(12):
+            run("cc_request", "GET", "/contact_lists")
+
+    [summary] = json.loads(run("cc_usage", "--json", "--key", "usage-429s"))
+    stats = cc_sandbox.stats("usage-429s")
+    assert summary["throttled_today"] == stats.throttled >= 1
+    assert summary["quota_429s_today"] == stats.quota_exceeded == 1
+    assert (
+        summary["calls_today"]
+        == ApiCall.objects.filter(api_key=app.api_key, kind=CallKind.API).count()
+    )
+    # A dozen calls in the last minutes against 40 a day: the forecast says when it runs out.
+    midnight = (timezone.now() + dt.timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    if midnight - timezone.now() > dt.timedelta(hours=3):
+        assert summary["exhausted_at"] is not None
+        assert dt.datetime.fromisoformat(summary["exhausted_at"]) < midnight
+    text = run("cc_usage", "--key", "usage-429s")
+    assert f"{stats.throttled} throttled, 1 quota" in text

@@ -327,6 +327,45 @@ def test_many_removals_clear_the_list_then_reimport(sync_app):
     assert (job.result["added"], job.result["removed"]) == (10, 1989)
 
 
+def test_600_removals_go_in_batches_of_500_polled_together_with_the_import(sync_app):
+    """600 to remove and 100 to add: one wave of an import and two removal batches (CC takes
+    at most 500 contact ids a call), whose progress one GET /v3/activities covers."""
+    app = sync_app
+    app.sandbox.set_options(activity_items_per_second=400)  # the wave takes about 1.5 s
+    _seed_members(app, 1, 701)
+    desired = _emails(601, 801)
+    job = _drive_inline(_create(app, desired))
+    assert job.state == JobState.COMPLETED, job.error
+    assert job.plan["strategy"] == "batches"
+    assert (job.plan["import_calls"], job.plan["removal_calls"]) == (1, 2)
+    assert _members(app) == set(desired)
+    by_path = _stats(app).by_path
+    assert sum(by_path["POST /v3/activities/remove_list_memberships"].values()) == 2
+    assert sum(by_path.get("GET /v3/activities", {}).values()) >= 1
+    assert job.result["removed"] == 600 and job.result["added"] == 100
+
+
+def test_polls_start_at_about_2_s_and_back_off_to_30_s(sync_app, settings):
+    settings.CC_BULK_FIRST_POLL_DELAY = 2.0
+    settings.CC_BULK_MAX_POLL_DELAY = 30.0
+    runner = bulk._JobRunner(_create(sync_app, _emails(1, 3)), owner="t", on_progress=None)
+    started = time.time()
+    runner._schedule_first_poll()
+    assert runner.checkpoint["wait_until"] - started == pytest.approx(2.0, abs=0.1)
+    # An activity CC reports no progress on: the geometric back-off alone.
+    silent = [{"id": "a", "state": "processing", "percent": 0, "submitted_at": started}]
+    delays = [round(runner._next_poll_delay(silent), 2) for _ in range(8)]
+    assert delays == [3.2, 5.12, 8.19, 13.11, 20.97, 30.0, 30.0, 30.0]
+    # Half done after 40 s: CC's own pace says 40 s more; the wait is capped at 30 s, and a
+    # nearly finished one is polled again soon, not after the back-off's 30 s.
+    runner.checkpoint["poll_delay"] = 2.0
+    half = [{"id": "a", "state": "processing", "percent": 50, "submitted_at": started - 40}]
+    assert runner._next_poll_delay(half) == 30.0
+    runner.checkpoint["poll_delay"] = 2.0
+    nearly = [{"id": "a", "state": "processing", "percent": 95, "submitted_at": started - 19}]
+    assert 2.0 <= runner._next_poll_delay(nearly) < 3.0
+
+
 def test_40001_rows_are_imported_in_two_chunks(sync_app):
     app = sync_app
     job = _drive_inline(_create(app, _emails(1, 40_002)))

@@ -454,3 +454,37 @@ def test_daily_budget_is_never_exceeded_across_processes(
     background = api_calls(app).filter(lane=Lane.BACKGROUND).count()
     assert background <= per_day - 2
     assert quota_usage(api_key=app.api_key)["remaining"] == 0
+
+
+# --- the store down, pagination -----------------------------------------------------------------
+
+
+def test_with_the_quota_store_down_nothing_reaches_cc(connected_account, cc_app, settings):
+    import socket
+
+    from integrations.services.quota import QuotaStoreUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.CC_QUOTA_STORE = "integrations.services.quota_stores.RedisStore"
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    before = sandbox_requests(cc_app)
+    with pytest.raises(QuotaStoreUnavailable, match="no call was booked"):
+        get_lists(connected_account)
+    assert sandbox_requests(cc_app) == before
+    assert not api_calls(cc_app).exists()
+
+
+def test_contacts_follow_ccs_cursor_links_one_call_per_page(connected_account, cc_app):
+    from integrations.services.gateway import cc_client
+
+    cc_app.sandbox.seed_contacts(cc_app.cc_account, count=120, list_ids=[cc_app.lists[0].list_id])
+    before = sandbox_requests(cc_app)
+    contacts = list(
+        cc_client(account=connected_account).contacts(list_id=cc_app.lists[0].list_id, limit=50)
+    )
+    assert len(contacts) == 120
+    assert len({c["contact_id"] for c in contacts}) == 120
+    assert sandbox_requests(cc_app) - before == 3
+    assert [c.path_template for c in api_calls(cc_app)] == ["/contacts"] * 3

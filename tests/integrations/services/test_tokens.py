@@ -122,6 +122,36 @@ def test_token_endpoint_trouble_keeps_the_old_token_and_backs_off(cc_app, connec
     assert _token_requests(cc_app) == before
 
 
+def test_invalid_grant_after_a_sibling_stored_a_new_pair_keeps_the_account(
+    cc_app, connected_account, monkeypatch
+):
+    """With rotating tokens, a caller whose refresh CC refuses because a sibling already spent
+    the token must take the sibling's pair, not mark the account for a reconnect."""
+    from integrations.services import tokens
+
+    _expire(connected_account)
+    sibling = cc_app.sandbox.mint_tokens(cc_app.api_key.client_id, account=cc_app.cc_account)
+    real_refresh = tokens.cc_oauth.token_refresh
+
+    def sibling_wins_first(**request):
+        # The sibling stores its fresh pair while this caller's request is on the way.
+        ConnectedAccount.objects.filter(pk=connected_account.pk).update(
+            access_token=sibling["access_token"],
+            refresh_token=sibling["refresh_token"],
+            access_expires_at=timezone.now() + dt.timedelta(hours=24),
+            token_version=connected_account.token_version + 1,
+        )
+        return real_refresh(**request)
+
+    monkeypatch.setattr(tokens.cc_oauth, "token_refresh", sibling_wins_first)
+    cc_app.sandbox.inject_token_fault("invalid_grant", client_id=cc_app.api_key.client_id)
+
+    assert access_token(account=connected_account) == sibling["access_token"]
+    account = ConnectedAccount.objects.get(pk=connected_account.pk)
+    assert account.status == AccountStatus.ACTIVE and not account.status_reason
+    assert cc_app.sandbox.stats(cc_app.api_key.client_id).invalid_grant == 1
+
+
 def test_keep_alive_refreshes_refresh_tokens_idle_for_150_days(cc_app, connected_account):
     ConnectedAccount.objects.filter(pk=connected_account.pk).update(
         refresh_token_issued_at=timezone.now() - dt.timedelta(days=151),
