@@ -269,6 +269,61 @@ def test_quota_exhaustion_pauses_and_resumes_after_cc_midnight(sync_app, worker)
     assert _members(app) == set(_emails(11, 31))
 
 
+def test_a_paused_job_continues_by_itself_when_the_day_turns(sync_app, worker):
+    """No one presses Resume: at 00:00 UTC the key's stop lapses and the task parked until the
+    reset comes due, so the worker carries on. Both clocks are moved by hand: the sandbox's
+    past midnight, and ours by lapsing what midnight lapses."""
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from integrations.services.quota import quota_resume
+
+    app = sync_app
+    job = _planned_by_a_worker(app, worker)
+    spent = _stats(app).today_count
+    app.sandbox.register_client(
+        app.api_key.client_id,
+        redirect_uris=["http://testserver/accounts/callback/"],
+        client_secret="sandbox-secret-value-for-tests",
+        refresh_mode="long_lived",
+        per_day=spent + 1,
+    )
+    bulk_job_enqueue(bulk.bulk_job_approve(job=_job(job.pk)).pk)
+    wait_for(_state_is(job.pk, JobState.PAUSED, JobState.FAILED), timeout=30, what="the pause")
+    parked = DBTaskResult.objects.filter(
+        task_path__endswith="bulk_job_run_task",
+        status=TaskResultStatus.READY,
+        args_kwargs__args=[job.pk],
+    )
+    assert parked.get().run_after >= _job(job.pk).paused_until
+
+    now = app.sandbox.now()
+    app.sandbox.advance_clock(86_400 - (now.hour * 3600 + now.minute * 60 + now.second) + 60)
+    quota_resume(api_key=app.api_key)
+    BulkJob.objects.filter(pk=job.pk).update(paused_until=timezone.now())
+    parked.update(run_after=timezone.now())
+    wait_for(_state_is(job.pk, *BulkJob.TERMINAL_STATES), timeout=30, what="the end")
+    assert _job(job.pk).state == JobState.COMPLETED, _job(job.pk).error
+    assert _members(app) == set(_emails(11, 31))
+
+
+def test_a_job_scheduled_for_later_waits_for_its_time(sync_app, worker):
+    app = sync_app
+    job = _planned_by_a_worker(app, worker)
+    run_after = timezone.now() + dt.timedelta(seconds=3)
+    bulk_job_enqueue(
+        bulk.bulk_job_approve(job=_job(job.pk), run_after=run_after).pk, run_after=run_after
+    )
+    time.sleep(1.5)
+    assert _job(job.pk).state == JobState.QUEUED
+    assert _import_posts(app) == 0
+    wait_for(_state_is(job.pk, *BulkJob.TERMINAL_STATES), timeout=30, what="the end")
+    job = _job(job.pk)
+    assert job.state == JobState.COMPLETED, job.error
+    assert job.started_at >= run_after
+    assert _members(app) == set(_emails(11, 31))
+
+
 def test_cancel_while_running_stops_the_worker_and_names_work_left_at_cc(sync_app, worker):
     app = sync_app
     job = _planned_by_a_worker(app, worker)
