@@ -71,6 +71,7 @@ class Outcome:
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)  # interactive: seconds to get a slot
+    decisions: list[float] = field(default_factory=list)  # seconds each quota_reserve took
 
 
 # --- inside the spawned processes -----------------------------------------------------------
@@ -95,12 +96,25 @@ def _sleep_until(moment: float) -> None:
 
 
 def _through_gateway(job: dict[str, Any]) -> Outcome:
-    """Call through ``cc_call`` back to back; start no call after ``until``."""
+    """Call through ``cc_call`` back to back; start no call after ``until``. Times each
+    ``quota_reserve`` the gateway makes: the decision overhead in the real flow."""
     from integrations.constant_contact.errors import CCError
+    from integrations.services import quota
     from integrations.services.gateway import cc_call
 
     account = _account(job["account_id"])
     outcome = Outcome()
+    reserve = quota.quota_reserve
+
+    def timed_reserve(**kwargs: Any):
+        began = time.perf_counter()
+        try:
+            return reserve(**kwargs)
+        finally:
+            if time.time() >= job["start"] + WARM_UP_SECONDS:
+                outcome.decisions.append(time.perf_counter() - began)
+
+    quota.quota_reserve = timed_reserve  # quota_acquire looks it up on each call
     _sleep_until(job["start"])
     while time.time() < job["until"]:
         try:
@@ -252,6 +266,7 @@ def _scenario(pool, sandbox, scenario: Scenario, options: argparse.Namespace) ->
         "stats": stats,
         "errors": errors,
         "waits": [w for o in outcomes for w in o.waits],
+        "decisions": [d for o in outcomes for d in o.decisions],
     }
 
 
@@ -277,6 +292,14 @@ def _report(result: dict[str, Any]) -> None:
     )
     if result["errors"]:
         print(f"{'':<12}errors: {result['errors']}")
+    decisions = result["decisions"]
+    if decisions:
+        store = os.environ.get("CC_QUOTA_STORE", "").rsplit(".", 1)[-1]
+        print(
+            f"{'':<12}quota_reserve in the gateway ({store}) over {len(decisions)} bookings: "
+            f"p50 {_percentile(decisions, 0.5) * 1000:.2f} ms, "
+            f"p99 {_percentile(decisions, 0.99) * 1000:.2f} ms"
+        )
     if scenario.mode == "interactive":
         waits = result["waits"]
         if waits:
@@ -292,6 +315,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured run per scenario")
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
+    parser.add_argument(
+        "--store",
+        choices=["database", "redis"],
+        default="database",
+        help="the quota ledger: the SQLite database, or Redis at --redis-url",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     options = parser.parse_args()
     by_name = {s.name: s for s in SCENARIOS}
     chosen = [by_name[n] for n in options.scenarios.split(",") if n in by_name]
@@ -303,12 +333,21 @@ def main() -> int:
     var_dir = tempfile.mkdtemp(prefix="ccportal-bench-utilisation-")
     with start_sandbox(port=0) as sandbox_process:
         sandbox = sandbox_process.control
-        portal_ready(portal_environment(var_dir, sandbox_url=sandbox_process.url))
+        env = portal_environment(var_dir, sandbox_url=sandbox_process.url)
+        if options.store == "redis":
+            env.update(
+                CC_QUOTA_STORE="integrations.services.quota_stores.RedisStore",
+                REDIS_URL=options.redis_url,
+                # A prefix of its own: this run's ledger never meets an earlier run's.
+                CC_QUOTA_REDIS_PREFIX=f"ccportal-bench:{os.getpid()}-{time.time_ns()}:",
+            )
+        portal_ready(env)
         from django.conf import settings
 
         print(
             f"{options.processes} processes on one key, {options.seconds:g} s per scenario, "
             f"{os.cpu_count()} CPUs, quota margin {getattr(settings, 'CC_QUOTA_MARGIN', 0.05)}, "
+            f"ledger {settings.CC_QUOTA_STORE.rsplit('.', 1)[-1]}, "
             f"sandbox {sandbox_process.url} (loopback)"
         )
         context = multiprocessing.get_context("spawn")

@@ -16,6 +16,11 @@ BENCHMARKS = [
     ("quota decision overhead", "bench_quota_overhead.py", []),
     ("token refresh storm", "bench_refresh_storm.py", []),
     ("key utilisation", "bench_utilisation.py", []),
+    (
+        "key utilisation, Redis ledger",
+        "bench_utilisation.py",
+        ["--store", "redis", "--scenarios", "std-j20,partner-j20"],
+    ),
     ("compressed day", "bench_compressed_day.py", []),
     ("bulk list sync", "bench_bulk_sync.py", []),
 ]
