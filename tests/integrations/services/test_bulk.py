@@ -80,6 +80,22 @@ def _planned_by_a_worker(app, worker) -> BulkJob:
     return job
 
 
+def _paused_by_ccs_quota(app, worker) -> BulkJob:
+    """A worker-planned job run when CC allows one more call today: the import gets through,
+    the removal meets CC's quota_exceeded, and the job pauses."""
+    job = _planned_by_a_worker(app, worker)
+    app.sandbox.register_client(
+        app.api_key.client_id,
+        redirect_uris=["http://testserver/accounts/callback/"],
+        client_secret="sandbox-secret-value-for-tests",
+        refresh_mode="long_lived",
+        per_day=_stats(app).today_count + 1,
+    )
+    bulk_job_enqueue(bulk.bulk_job_approve(job=_job(job.pk)).pk)
+    wait_for(_state_is(job.pk, JobState.PAUSED, JobState.FAILED), timeout=30, what="the pause")
+    return job
+
+
 def _drive_inline(job: BulkJob, *, approve: bool = True) -> BulkJob:
     """Run a job in this process, as the CLI does."""
     bulk.bulk_job_advance(job_id=job.pk, max_inline_wait=60)
@@ -238,18 +254,7 @@ def test_a_crash_between_cc_accepting_an_import_and_the_checkpoint_repeats_it_on
 
 def test_quota_exhaustion_pauses_and_resumes_after_cc_midnight(sync_app, worker):
     app = sync_app
-    job = _planned_by_a_worker(app, worker)
-    # CC allows one more call today: the import gets through, the removal meets the quota.
-    spent = _stats(app).today_count
-    app.sandbox.register_client(
-        app.api_key.client_id,
-        redirect_uris=["http://testserver/accounts/callback/"],
-        client_secret="sandbox-secret-value-for-tests",
-        refresh_mode="long_lived",
-        per_day=spent + 1,
-    )
-    bulk_job_enqueue(bulk.bulk_job_approve(job=_job(job.pk)).pk)
-    wait_for(_state_is(job.pk, JobState.PAUSED, JobState.FAILED), timeout=30, what="the pause")
+    job = _paused_by_ccs_quota(app, worker)
 
     job = _job(job.pk)
     assert job.state == JobState.PAUSED, job.error
@@ -279,17 +284,7 @@ def test_a_paused_job_continues_by_itself_when_the_day_turns(sync_app, worker):
     from integrations.services.quota import quota_resume
 
     app = sync_app
-    job = _planned_by_a_worker(app, worker)
-    spent = _stats(app).today_count
-    app.sandbox.register_client(
-        app.api_key.client_id,
-        redirect_uris=["http://testserver/accounts/callback/"],
-        client_secret="sandbox-secret-value-for-tests",
-        refresh_mode="long_lived",
-        per_day=spent + 1,
-    )
-    bulk_job_enqueue(bulk.bulk_job_approve(job=_job(job.pk)).pk)
-    wait_for(_state_is(job.pk, JobState.PAUSED, JobState.FAILED), timeout=30, what="the pause")
+    job = _paused_by_ccs_quota(app, worker)
     parked = DBTaskResult.objects.filter(
         task_path__endswith="bulk_job_run_task",
         status=TaskResultStatus.READY,
