@@ -13,9 +13,12 @@ SECRET_QUERY_PARAMETERS = frozenset({"code", "state", "code_verifier", "refresh_
 CLEANSED = SafeExceptionReporterFilter.cleansed_substitute
 
 
+def _cleansed(pairs) -> list[tuple[str, str]]:
+    return [(k, CLEANSED if k in SECRET_QUERY_PARAMETERS else v) for k, v in pairs]
+
+
 def _cleanse_query(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, CLEANSED if k in SECRET_QUERY_PARAMETERS else v) for k, v in pairs])
+    return urlencode(_cleansed(parse_qsl(query, keep_blank_values=True)))
 
 
 def _secret_values(request) -> list[str]:
@@ -52,10 +55,7 @@ class SecretSafeExceptionReporter(ExceptionReporter):
         data = super().get_traceback_data()
         if self.request is None:
             return data
-        data["request_GET_items"] = [
-            (key, CLEANSED if key in SECRET_QUERY_PARAMETERS else value)
-            for key, value in self.request.GET.items()
-        ]
+        data["request_GET_items"] = _cleansed(self.request.GET.items())
         meta = data.get("request_meta")
         if isinstance(meta, dict) and meta.get("QUERY_STRING"):
             meta["QUERY_STRING"] = _cleanse_query(meta["QUERY_STRING"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import LoginView
@@ -30,8 +28,6 @@ from integrations.services.oauth import (
 from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
 from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 from integrations.tasks import bulk_job_enqueue
-
-logger = logging.getLogger(__name__)
 
 SERVICE_ERRORS = (
     CCError,
@@ -144,13 +140,6 @@ def connect_callback(request: HttpRequest) -> HttpResponse:
         return render(
             request, "integrations/connect_error.html", {"message": str(exc)}, status=exc.status
         )
-    except SERVICE_ERRORS as exc:
-        return render(
-            request,
-            "integrations/connect_error.html",
-            {"message": f"The account was not connected: {exc} Start again from Connect."},
-            status=503,
-        )
     verb = "Connected" if result.created else "Reconnected"
     messages.success(request, f"{verb} {result.account}.")
     # A redirect, so the code and state leave the address bar and the browser history.
@@ -252,13 +241,6 @@ def sync_start(request: HttpRequest, pk: int, list_id: str) -> HttpResponse:
             )
         except bulk.BulkInputError as exc:
             form.add_error(None, f"Nothing was sent to Constant Contact: {exc}")
-        except OSError as exc:
-            logger.error("Could not store the upload for a sync of list %s: %s", list_id, exc)
-            form.add_error(
-                None,
-                "Nothing was sent to Constant Contact: ccportal could not store the file "
-                f"({exc.strerror or exc}). Try again, or tell the portal's operator.",
-            )
         else:
             bulk_job_enqueue(job.pk)
             return redirect("integrations:job_detail", pk=job.pk)

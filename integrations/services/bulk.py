@@ -181,14 +181,21 @@ def bulk_job_create(
         created_by=user if getattr(user, "pk", None) else None,
     )
     folder = job_dir(job)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         input_summary: dict[str, Any] = {}
+        path = _desired_path(job)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if csv_chunks is not None:
+                with path.open("wb") as handle:
+                    for chunk in csv_chunks:
+                        handle.write(chunk)
+        except OSError as exc:
+            logger.error("Could not store the files of job %s: %s", job.pk, exc)
+            raise BulkInputError(
+                f"the file could not be read or stored ({exc.strerror or exc})."
+            ) from None
         if csv_chunks is not None:
-            path = _desired_path(job)
-            with path.open("wb") as handle:
-                for chunk in csv_chunks:
-                    handle.write(chunk)
             try:
                 desired = desired_from_csv(path)
             except CsvRejected as exc:

@@ -271,8 +271,6 @@ def _refresh_holding_lease(account: ConnectedAccount, *, owner: str) -> Connecte
             ),
             on_slot=hold_lease_through_the_wait,
         )
-    except _LeaseLost:
-        raise
     except OAuthError as exc:
         if exc.is_invalid_grant:
             return _on_invalid_grant(account, owner=owner, error=exc)

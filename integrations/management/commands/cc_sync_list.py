@@ -8,7 +8,6 @@ bar. The job runs in this process; if it is interrupted, a portal worker resumes
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -39,8 +38,6 @@ class Command(PortalCommand):
         path = Path(options["csv_path"])
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
-        if not os.access(path, os.R_OK):
-            raise CommandError(f"cannot read {path}: permission denied.")
         try:
             account = ConnectedAccount.objects.select_related("api_key").get(pk=options["account"])
         except ConnectedAccount.DoesNotExist:
@@ -54,10 +51,6 @@ class Command(PortalCommand):
             )
         except bulk.BulkInputError as exc:
             raise CommandError(f"nothing was sent: {exc}") from None
-        except OSError as exc:
-            raise CommandError(
-                f"nothing was sent: cannot read {path}: {exc.strerror or exc}."
-            ) from None
         summary = job.plan.get("input", {})
         self.stdout.write(
             f"Job {job.pk}: {summary.get('contacts', 0):,} contacts from {path.name} "

@@ -466,6 +466,21 @@ def test_bad_csv_sends_nothing_and_says_why_in_one_line(sync_app, body, message)
     assert _stats(app).requests == 0
 
 
+def test_a_file_that_cannot_be_read_is_a_one_line_error_that_leaves_no_job(sync_app):
+    def unreadable():
+        yield b"email\n"
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(
+        bulk.BulkInputError, match=r"could not be read or stored \(Permission denied\)"
+    ):
+        bulk.bulk_job_create(
+            account=sync_app.account, list_id=sync_app.list_id, csv_chunks=unreadable()
+        )
+    assert not BulkJob.objects.exists()
+    assert _stats(sync_app).requests == 0
+
+
 def test_a_step_that_cannot_succeed_fails_the_job_once_and_says_why(sync_app):
     """The desired file vanishes between plan and run (a disk error, workers on hosts that do
     not share MEDIA_ROOT): the job fails with the reason instead of being retried forever."""
