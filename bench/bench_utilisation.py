@@ -263,6 +263,10 @@ def _scenario(pool, sandbox, scenario: Scenario, options: argparse.Namespace) ->
         "scenario": scenario,
         "limit": limit,
         "rate": rate,
+        # Calls made through the timed gateway (the interactive caller's are not timed).
+        "calls": sum(
+            window[0] <= t <= window[1] for o in outcomes if o.decisions for t in o.answered
+        ),
         "stats": stats,
         "errors": errors,
         "waits": [w for o in outcomes for w in o.waits],
@@ -296,7 +300,8 @@ def _report(result: dict[str, Any]) -> None:
     if decisions:
         store = os.environ.get("CC_QUOTA_STORE", "").rsplit(".", 1)[-1]
         print(
-            f"{'':<12}quota_reserve in the gateway ({store}) over {len(decisions)} bookings: "
+            f"{'':<12}quota_reserve in the gateway ({store}): {len(decisions)} asks for "
+            f"{result['calls']} calls ({len(decisions) / max(result['calls'], 1):.1f} per call), "
             f"p50 {_percentile(decisions, 0.5) * 1000:.2f} ms, "
             f"p99 {_percentile(decisions, 0.99) * 1000:.2f} ms"
         )

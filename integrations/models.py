@@ -207,7 +207,8 @@ class KeyLimiterState(models.Model):
     host, compared and advanced atomically. ``day_count`` counts the calls booked against
     ``day``; ``next_day_count`` those already booked against the day after (calls sent within
     the guard band around 00:00 UTC count against both days). ``stopped_until`` holds every
-    booking after CC answered ``quota_exceeded``.
+    booking after CC answered ``quota_exceeded``. ``background_line_at`` is when the next deferred
+    background caller's turn comes.
     """
 
     api_key = models.OneToOneField(
@@ -222,6 +223,7 @@ class KeyLimiterState(models.Model):
     margin_widened_at = models.FloatField(default=0.0)
     stopped_until = models.FloatField(default=0.0)
     token_next_slot_at = models.FloatField(default=0.0)
+    background_line_at = models.FloatField(default=0.0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

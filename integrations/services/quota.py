@@ -60,8 +60,6 @@ TOKEN_INTERVAL_SECONDS = 1.0
 # after a database read and a TLS handshake, and on a busy host that takes longer than the API
 # margin allows. A quarter second keeps two arrivals at CC more than a second apart.
 TOKEN_MARGIN = 0.25
-# Background callers told to come back at the same moment would otherwise arrive as a herd.
-DEFERRAL_SPREAD_SECONDS = 0.05
 RESET_SPREAD_SECONDS = 1.0
 
 __all__ = [
@@ -154,7 +152,8 @@ class QuotaExhausted(QuotaError):
 
 class QuotaDeferred(QuotaError):
     """A background call may not book yet: ask again ``wait`` seconds from now (``not_before``
-    on the store's clock). Nothing was booked."""
+    on the store's clock), when its turn in the key's background line comes. No slot and no
+    budget were booked; each deferred caller is given a turn of its own, one spacing apart."""
 
     def __init__(self, *, not_before: float, wait: float) -> None:
         self.not_before = not_before
@@ -240,8 +239,8 @@ def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservati
     is checked before it is written.
 
     An interactive call always gets the next slot. A background call only gets a slot that
-    starts within the background horizon; otherwise :class:`QuotaDeferred` says when to ask
-    again. Raises :class:`QuotaStoreUnavailable` when the store cannot be reached.
+    starts within the background horizon; otherwise :class:`QuotaDeferred` gives it a turn in
+    the key's background line, the moment to ask again. Raises :class:`QuotaStoreUnavailable` when the store cannot be reached.
     """
     background = _is_background(lane)
     quota = key_quota(api_key)
@@ -272,7 +271,7 @@ def quota_acquire(
 ) -> Reservation:
     """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
 
-    Deferred background callers sleep until the moment the store named and ask again. When the
+    Deferred background callers sleep until their turn in the background line and ask again. When the
     lane's budget is spent, :class:`QuotaExhausted` names the reset: interactive callers show
     it; background jobs wait for it by parking until ``retry_at`` (freeing their worker).
     ``wait_for_reset=True`` instead sleeps here until the budget reopens and carries on.
@@ -281,8 +280,7 @@ def quota_acquire(
         try:
             reservation = quota_reserve(api_key=api_key, lane=lane)
         except QuotaDeferred as deferred:
-            spread = min(DEFERRAL_SPREAD_SECONDS, _policy().horizon / 2)
-            time.sleep(deferred.wait + random.uniform(0, spread))
+            time.sleep(deferred.wait)
             continue
         except QuotaExhausted as exhausted:
             if not wait_for_reset:

@@ -38,6 +38,7 @@ _COLUMNS = (
     "margin_widened_at",
     "stopped_until",
     "token_next_slot_at",
+    "background_line_at",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)}{{clock}} FROM {_TABLE} WHERE api_key_id = %s{{lock}}"  # noqa: S608
 _INSERT = (
@@ -61,7 +62,7 @@ _PG_CLOCK = ", extract(epoch FROM clock_timestamp())::float8"
 _PG_RESERVE = f"""
 WITH ledger AS (
     SELECT next_slot_at, paused_until, margin, day_count, next_day_count, stopped_until,
-           COALESCE(day - DATE '1970-01-01', 0) AS day,
+           background_line_at, COALESCE(day - DATE '1970-01-01', 0) AS day,
            COALESCE(%(now)s, extract(epoch FROM clock_timestamp())::float8) AS now
     FROM {_TABLE}{{async_commit}} WHERE api_key_id = %(id)s FOR UPDATE OF {_TABLE}
 ), slot AS (
@@ -82,8 +83,15 @@ WITH ledger AS (
         WHEN count >= %(budget)s THEN 'exhausted'
         WHEN last_day > first_day AND next_count >= %(budget)s THEN 'exhausted-next-day'
         WHEN %(background)s AND slot > now + %(horizon)s THEN 'deferred'
-        ELSE 'granted' END AS outcome
+        ELSE 'granted' END AS outcome,
+        GREATEST(slot - %(horizon)s, background_line_at) AS turn
     FROM rolled
+), queued AS (
+    UPDATE {_TABLE} SET
+        background_line_at = decision.turn + decision.spacing,
+        updated_at = statement_timestamp()
+    FROM decision
+    WHERE api_key_id = %(id)s AND decision.outcome = 'deferred'
 ), booked AS (
     UPDATE {_TABLE} SET
         next_slot_at = decision.slot + decision.spacing,
@@ -94,7 +102,7 @@ WITH ledger AS (
     FROM decision
     WHERE api_key_id = %(id)s AND decision.outcome = 'granted'
 )
-SELECT outcome, now, slot, first_day, last_day, count, next_count, stopped_until
+SELECT outcome, now, slot, first_day, last_day, count, next_count, stopped_until, turn
 FROM decision
 """  # noqa: S608
 # A booking that commits on its own need not hold the row lock while the WAL reaches the disk:
@@ -217,13 +225,13 @@ class DatabaseStore(QuotaStore):
                     row = cursor.fetchone()
         except Error as exc:
             raise _unavailable(exc, self.using) from exc
-        outcome, clock, slot, first_day, last_day, count, next_count, stopped_until = row
+        outcome, clock, slot, first_day, last_day, count, next_count, stopped_until, turn = row
         if outcome == "granted":
             return Booking(Outcome.GRANTED, clock, slot, first_day, count + 1)
         if outcome == "stopped":
             return Booking(Outcome.STOPPED, clock, stopped_until, first_day, count)
         if outcome == "deferred":
-            return Booking(Outcome.DEFERRED, clock, slot - quota.horizon)
+            return Booking(Outcome.DEFERRED, clock, turn)
         if outcome == "exhausted":
             return Booking(
                 Outcome.EXHAUSTED, clock, rules.reopens_at(first_day, quota), first_day, count

@@ -27,7 +27,8 @@ else
 end
 local DAY = 86400
 local FIELDS = {'next_slot_at', 'day', 'day_count', 'next_day_count', 'paused_until',
-                'margin', 'margin_widened_at', 'stopped_until', 'token_next_slot_at'}
+                'margin', 'margin_widened_at', 'stopped_until', 'token_next_slot_at',
+                'background_line_at'}
 local L = {}
 local raw = redis.call('HMGET', key, unpack(FIELDS))
 for i, name in ipairs(FIELDS) do L[name] = tonumber(raw[i]) or 0 end
@@ -75,7 +76,10 @@ if straddles and L.next_day_count >= budget then
           num(L.next_day_count)}
 end
 if background and slot > now + horizon then
-  return {'deferred', num(now), num(slot - horizon), '0', '0'}
+  local turn = math.max(slot - horizon, L.background_line_at)
+  L.background_line_at = turn + spacing
+  save()
+  return {'deferred', num(now), num(turn), '0', '0'}
 end
 L.next_slot_at = slot + spacing
 L.day_count = L.day_count + 1
@@ -267,6 +271,7 @@ class RedisStore(QuotaStore):
             margin_widened_at=values[6],
             stopped_until=values[7],
             token_next_slot_at=values[8],
+            background_line_at=values[9],
         )
         return ledger, float(clock)
 

@@ -13,11 +13,15 @@ A call's slot is ``max(now, next_slot_at, paused_until)``; booking it moves ``ne
 one spacing past it.
 
 Lanes. Interactive calls always book the next slot. A background call books only a slot that
-starts within ``horizon`` seconds of now; otherwise it is told to come back at
-``slot - horizon`` and nothing is booked. Background traffic therefore never queues more than
-``horizon`` ahead, and an interactive call arriving behind it waits at most about
-``horizon + spacing``. Background calls also stop at ``background_per_day``, keeping the rest
-of the day's budget for interactive calls.
+starts within ``horizon`` seconds of now; otherwise no slot is booked and it takes a place in
+the background line: it is told to come back at ``max(slot - horizon, background_line_at)``,
+and ``background_line_at`` moves one spacing past that. Background traffic therefore never
+queues more than ``horizon`` ahead, and an interactive call arriving behind it waits at most
+about ``horizon + spacing``. The line makes each waiting background caller come back once, when
+its slot is within reach, instead of every waiter asking again at every slot (eight processes
+on one key would otherwise ask eight times per call sent). A waiter that never comes back
+costs one spacing of the key's time, once. Background calls also stop at
+``background_per_day``, keeping the rest of the day's budget for interactive calls.
 
 Days. CC counts a call against the UTC day in which it arrives by CC's clock. A call sent within
 ``day_guard`` seconds of 00:00 UTC may land on either side of midnight (clock skew, latency), so
@@ -76,6 +80,7 @@ class Ledger:
     margin_widened_at: float = 0.0
     stopped_until: float = 0.0
     token_next_slot_at: float = 0.0
+    background_line_at: float = 0.0
 
 
 class Outcome(StrEnum):
@@ -89,9 +94,10 @@ class Outcome(StrEnum):
 class Booking:
     """A store's answer to a reservation.
 
-    ``at`` is the slot when GRANTED, the moment to ask again when DEFERRED, and the moment the
-    spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are the day counted
-    against and its count including this call (GRANTED), or the spent day and its count.
+    ``at`` is the slot when GRANTED, the caller's turn in the background line when DEFERRED,
+    and the moment the spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are
+    the day counted against and its count including this call (GRANTED), or the spent day and
+    its count.
     ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
     """
 
@@ -141,7 +147,8 @@ def book_call(
     """Book the next slot and one unit of the day's budget, or say why not.
 
     Returns the new ledger (None when nothing changes) and the answer. Never counts past the
-    lane's budget; never grants a slot closer than one spacing to the previous one.
+    lane's budget; never grants a slot closer than one spacing to the previous one. A deferral
+    books no slot and no budget; it only moves the background line on.
     """
     spacing = (1.0 + effective_margin(ledger, quota)) / quota.per_second
     slot = max(now, ledger.next_slot_at, ledger.paused_until)
@@ -164,7 +171,9 @@ def book_call(
             Outcome.EXHAUSTED, now, reopens_at(last_day, quota), last_day, current.next_day_count
         )
     if background and slot > now + quota.horizon:
-        return None, Booking(Outcome.DEFERRED, now, slot - quota.horizon)
+        turn = max(slot - quota.horizon, ledger.background_line_at)
+        queued = dataclasses.replace(current, background_line_at=turn + spacing)
+        return queued, Booking(Outcome.DEFERRED, now, turn)
     booked = dataclasses.replace(
         current,
         next_slot_at=slot + spacing,

@@ -209,6 +209,34 @@ def test_interactive_waits_under_0_6_s_while_eight_background_processes_saturate
 
 
 @pytest.mark.slow
+def test_background_callers_of_a_saturated_key_wait_in_line_asking_about_twice_per_call(
+    store, processes
+):
+    api_key = custom_key(per_second=10, per_day=10_000)
+    spacing = 1.05 / 10
+    start = time.time() + 0.4
+    until = start + 3.0
+    tasks = [
+        {"work": "acquire_calls", "lane": "background", "start_at": start, "until": until}
+    ] * PROCESSES
+    sends = [
+        send
+        for batch in processes.race(store, [{**t, "api_key_id": api_key.pk} for t in tasks])
+        for send in batch
+    ]
+
+    # Without the line every waiter asks again at every slot: about eight asks per call.
+    asks = sum(send["asks"] for send in sends)
+    assert asks <= 2.5 * len(sends), f"{asks} asks for {len(sends)} calls"
+    sent = sorted(send["sent"] for send in sends)
+    assert busiest_second(sent) <= 10
+    # Waiting in line costs no throughput: no slot goes unused while callers wait.
+    steady = [t for t in sent if start + 0.3 <= t < until]
+    assert max(b - a for a, b in itertools.pairwise(steady)) < 1.5 * spacing
+    assert len(sends) >= 3.0 / spacing - 3
+
+
+@pytest.mark.slow
 def test_a_burst_of_throttled_429s_widens_the_margin_once_for_every_process(store, processes):
     api_key = custom_key(per_second=10, per_day=10_000)
     tasks = [{"work": "control", "op": "widen", "api_key_id": api_key.pk}] * PROCESSES

@@ -46,10 +46,15 @@ def test_a_refusal_changes_nothing():
     ledger = Ledger(day=TODAY, day_count=9, next_slot_at=MIDNIGHT + 100)
     changed, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
     assert (changed, booking.outcome) == (None, Outcome.EXHAUSTED)
-    changed, booking = book_call(
-        Ledger(next_slot_at=MIDNIGHT + 101), QUOTA, background=True, now=MIDNIGHT + 100
+
+
+def test_a_deferral_moves_only_the_background_line():
+    ledger = Ledger(day=TODAY, day_count=3, next_slot_at=MIDNIGHT + 101)
+    changed, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
+    assert (booking.outcome, booking.at) == (Outcome.DEFERRED, MIDNIGHT + 100.7)
+    assert changed == Ledger(
+        day=TODAY, day_count=3, next_slot_at=MIDNIGHT + 101, background_line_at=MIDNIGHT + 100.9625
     )
-    assert (changed, booking.outcome) == (None, Outcome.DEFERRED)
 
 
 def test_stop_keeps_the_longer_of_two_stops():

@@ -85,6 +85,31 @@ def test_background_beyond_the_horizon_is_deferred_and_books_nothing(store):
     assert later.at == moment(now + 0.525 + 0.2625)
 
 
+def test_deferred_background_callers_get_turns_one_spacing_apart(store):
+    quota = key_quota(custom_key(per_second=4, per_day=1000))
+    now = MIDNIGHT - 3600
+    spacing = 0.2625
+    store.store.reserve(quota, background=False, now=now + 1.0)  # next slot at now + 1.2625
+    waiting = [store.store.reserve(quota, background=True, now=now) for _ in range(3)]
+    assert {w.outcome for w in waiting} == {Outcome.DEFERRED}
+    turns = [now + 1.2625 - 0.3 + i * spacing for i in range(3)]
+    assert [w.at for w in waiting] == moment(turns)
+    ledger, _ = store.store.read(quota, now=now)
+    assert (ledger.day_count, ledger.next_slot_at) == (1, moment(now + 1.2625))
+
+    # Each comes back at its turn and finds its slot within the horizon.
+    for i, turn in enumerate(turns):
+        booking = store.store.reserve(quota, background=True, now=turn)
+        assert (booking.outcome, booking.at) == (
+            Outcome.GRANTED,
+            moment(now + 1.2625 + i * spacing),
+        )
+    # A line that has drained starts again from the next slot.
+    late = [store.store.reserve(quota, background=True, now=now + 10) for _ in range(3)]
+    assert [b.outcome for b in late] == [Outcome.GRANTED, Outcome.GRANTED, Outcome.DEFERRED]
+    assert late[-1].at == moment(now + 10 + 2 * spacing - 0.3)
+
+
 def test_calls_near_midnight_count_against_both_days(store):
     quota = key_quota(custom_key(per_second=1000, per_day=10))
     for count in (1, 2, 3):

@@ -41,25 +41,39 @@ def _prepare(task: dict[str, Any]) -> Any:
 
 
 def acquire_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """``quota_acquire`` repeatedly (``count`` times or until ``until``); records each send."""
-    from integrations.services.quota import quota_acquire
+    """``quota_acquire`` repeatedly (``count`` times or until ``until``); records each send and
+    how many times the store was asked for it (``asks``: deferrals plus the granted booking)."""
+    from integrations.services import quota
 
     api_key = _prepare(task)
     lane = task.get("lane", "interactive")
     sends: list[dict[str, Any]] = []
-    while len(sends) < task.get("count", 10**9) and time.time() < task.get("until", 10**12):
-        asked = time.time()
-        reservation = quota_acquire(api_key=api_key, lane=lane)
-        sent = time.time()  # where the gateway would send: right after the sleep
-        sends.append(
-            {
-                "pid": os.getpid(),
-                "lane": lane,
-                "sent": sent,
-                "waited": sent - asked,
-                "slot": reservation.send_at,
-            }
-        )
+    asks = 0
+    reserve = quota.quota_reserve
+
+    def counted_reserve(**kwargs: Any) -> Any:
+        nonlocal asks
+        asks += 1
+        return reserve(**kwargs)
+
+    quota.quota_reserve = counted_reserve  # quota_acquire looks it up on each ask
+    try:
+        while len(sends) < task.get("count", 10**9) and time.time() < task.get("until", 10**12):
+            asked, asks = time.time(), 0
+            reservation = quota.quota_acquire(api_key=api_key, lane=lane)
+            sent = time.time()  # where the gateway would send: right after the sleep
+            sends.append(
+                {
+                    "pid": os.getpid(),
+                    "lane": lane,
+                    "sent": sent,
+                    "waited": sent - asked,
+                    "slot": reservation.send_at,
+                    "asks": asks,
+                }
+            )
+    finally:
+        quota.quota_reserve = reserve
     return sends
 
 
