@@ -160,7 +160,7 @@ def main() -> int:
         print(f"token-endpoint 429s           {stats.token_429}")
         print(f"busiest second at /token      {stats.max_token_requests_per_second} (CC allows 1)")
         print(
-            f"time until all recovered      {took:.1f} s  (floor: one refresh per 1.25 s slot = {(options.accounts - 1) * 1.25:.0f} s)"
+            f"time until all recovered      {took:.1f} s  (floor: one refresh per 1.25 s slot = {(options.accounts - 1) * 1.25:.1f} s)"
         )
         print(
             f"mean time to recover          {sum(w - start_at for w in recovered.values()) / len(recovered):.1f} s"
