@@ -244,15 +244,28 @@ CC_QUOTA_REDIS_PREFIX = env.str("CC_QUOTA_REDIS_PREFIX", default="ccportal:quota
 # Debug pages and error e-mails hide the OAuth callback's code and state.
 DEFAULT_EXCEPTION_REPORTER = "integrations.debug.SecretSafeExceptionReporter"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "integrations.debug.SecretSafeExceptionReporterFilter"
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django.server": {"level": "WARNING"},
-        # Task start/finish lines every few seconds (the watchdog) would drown the console.
-        "django_tasks": {"level": "WARNING"},
+    "filters": {
+        # Task start/finish lines every 15 s (the watchdog) would drown the console; failed
+        # tasks are logged as errors and still show. LOG_LEVEL=DEBUG shows everything.
+        "task_chatter": {
+            "()": "ccportal.logging.LoggerFloor",
+            "floors": {}
+            if LOG_LEVEL == "DEBUG"
+            else {"django_tasks": "WARNING", "django_tasks_db": "WARNING"},
+        }
     },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["task_chatter"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.server": {"level": "WARNING"}},
 }
