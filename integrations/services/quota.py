@@ -240,7 +240,8 @@ def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservati
 
     An interactive call always gets the next slot. A background call only gets a slot that
     starts within the background horizon; otherwise :class:`QuotaDeferred` gives it a turn in
-    the key's background line, the moment to ask again. Raises :class:`QuotaStoreUnavailable` when the store cannot be reached.
+    the key's background line, the moment to ask again. Raises :class:`QuotaStoreUnavailable`
+    when the store cannot be reached.
     """
     background = _is_background(lane)
     quota = key_quota(api_key)
@@ -271,9 +272,10 @@ def quota_acquire(
 ) -> Reservation:
     """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
 
-    Deferred background callers sleep until their turn in the background line and ask again. When the
-    lane's budget is spent, :class:`QuotaExhausted` names the reset: interactive callers show
-    it; background jobs wait for it by parking until ``retry_at`` (freeing their worker).
+    Deferred background callers sleep until their turn in the background line and ask again.
+    When the lane's budget is spent, :class:`QuotaExhausted` names the reset: interactive
+    callers show it; background jobs wait for it by parking until ``retry_at`` (freeing their
+    worker).
     ``wait_for_reset=True`` instead sleeps here until the budget reopens and carries on.
     """
     while True:

@@ -97,8 +97,7 @@ class Booking:
     ``at`` is the slot when GRANTED, the caller's turn in the background line when DEFERRED,
     and the moment the spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are
     the day counted against and its count including this call (GRANTED), or the spent day and
-    its count.
-    ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
+    its count. ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
     """
 
     outcome: Outcome
