@@ -11,9 +11,13 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.db import connection
+
+# What configures a portal: none of it is inherited by a portal started from scratch.
+PORTAL_VARIABLES = ("CC_", "CCPORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "LOG_LEVEL")
 
 
 def _init(database_name: str, overrides: dict[str, Any]) -> None:
@@ -50,3 +54,16 @@ def at(start: float, work: Callable[[], Any]) -> Any:
     if delay > 0:
         time.sleep(delay)
     return work()
+
+
+def fresh_portal_env(var_dir: Path | str, **env: str) -> dict[str, str]:
+    """The environment of a portal started from scratch with its files in ``var_dir``: this
+    process's environment without any portal setting, the production settings module, and
+    ``env``."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(PORTAL_VARIABLES)}
+    return {
+        **inherited,
+        "DJANGO_SETTINGS_MODULE": "ccportal.settings",
+        "CCPORTAL_VAR_DIR": str(var_dir),
+        **env,
+    }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support_procs import fresh_portal_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,22 +21,8 @@ bulk_job_run_task.enqueue(987654)  # no such job: the task fails
 """
 
 
-def _portal(tmp_path: Path, **env: str) -> dict[str, str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_", "CC_", "LOG_LEVEL"))
-    }
-    return {
-        **clean,
-        "DJANGO_SETTINGS_MODULE": "ccportal.settings",
-        "CCPORTAL_VAR_DIR": str(tmp_path),
-        **env,
-    }
-
-
 def _worker_output(tmp_path: Path, **env: str) -> str:
-    portal = _portal(tmp_path, **env)
+    portal = fresh_portal_env(tmp_path, **env)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -5,7 +5,6 @@ sandbox, a worker and the web server as real processes; Connect; then ``cc_reque
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -19,6 +18,7 @@ import pytest
 import requests
 
 from integrations.sandbox.control import SandboxControl
+from tests.support_procs import fresh_portal_env
 
 pytestmark = pytest.mark.slow
 
@@ -73,19 +73,12 @@ def _manage(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture
 def fresh_env(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CC_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "CCPORTAL_"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="ccportal.settings",
+    return fresh_portal_env(
+        tmp_path / "var",
         DJANGO_ENV="development",
-        CCPORTAL_VAR_DIR=str(tmp_path / "var"),
         DATABASE_URL=f"sqlite:///{tmp_path / 'portal.sqlite3'}",
         LOG_LEVEL="WARNING",
     )
-    return env
 
 
 def test_serve_portal_runs_sandbox_worker_and_web_that_connect_and_answer_the_cli(
