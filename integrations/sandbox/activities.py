@@ -7,24 +7,37 @@ computed lazily from the sandbox clock: before any API or control request touche
 :func:`settle` applies the effects of every activity whose completion time has passed, in
 completion order, exactly once. So effects land whether or not anyone polls, advancing the
 clock completes activities at once, and big jobs overtake none of the small ones queued after
-them (CC runs jobs "not in submission order", REFERENCE.md §5.1).
+them (CC does not run activities in the order they were submitted).
 
-Import semantics (REFERENCE.md §5.6): contacts are matched by email, case-insensitively; only
-supplied, non-empty fields are updated; new contacts get ``permission_to_send: implicit`` and
+Import semantics: contacts are matched by email, case-insensitively; only supplied, non-empty
+fields are updated; new contacts get ``permission_to_send: implicit`` and
 ``opt_in_source: Account``; unsubscribed contacts are not added to lists and are counted in
 ``cannot_add_to_list_count``; rows without a valid email count in ``error_count`` with one
 ``activity_errors`` message each.
+
+Reference: https://developer.constantcontact.com/api_guide/bulk_activities.html
+Reference: https://developer.constantcontact.com/api_guide/activity_status.html
+Reference: https://developer.constantcontact.com/api_guide/import_contacts.html
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import heapq
 import io
+import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
+from integrations.constant_contact.limits import (
+    CONTACT_EMAIL_MAX_LENGTH,
+    CUSTOM_FIELD_MAX_LENGTH,
+    IMPORT_EMAIL_MAX_LENGTH,
+    IMPORT_FIELD_MAX_LENGTHS,
+    IMPORT_INTEGER_FIELDS,
+)
+from integrations.sandbox.activity_record import Activity
 from integrations.sandbox.clock import iso
 from integrations.sandbox.state import (
     EMAIL_RE,
@@ -41,12 +54,11 @@ ADD_MEMBERSHIPS = "add_list_memberships"
 REMOVE_MEMBERSHIPS = "remove_list_memberships"
 IMPORTS = (JSON_IMPORT, FILE_IMPORT)
 MEMBERSHIPS = (ADD_MEMBERSHIPS, REMOVE_MEMBERSHIPS)
+KINDS = (*IMPORTS, EXPORT, *MEMBERSHIPS)
 
-TERMINAL_STATES = ("completed", "cancelled", "failed", "timed_out")
-MAX_REPORTED_ERRORS = 500
-
-# Export columns (REFERENCE.md §5.4's field names); the CSV header is each name humanized
-# ("email_address" → "Email Address"), then "Contact Id", which the sandbox always appends.
+# Export columns (the field names of CC's ``ContactsExport.fields``); the CSV header is each
+# name humanized ("email_address" → "Email Address"), then "Contact Id", which the sandbox
+# always appends. Reference: https://developer.constantcontact.com/api_guide/export_contacts.html
 EXPORT_FIELDS = (
     "email_address",
     "first_name",
@@ -73,47 +85,6 @@ def humanize(field_name: str) -> str:
     return field_name.replace("_", " ").title()
 
 
-@dataclass(eq=False)
-class Activity:
-    activity_id: str
-    kind: str
-    created_at: float
-    start_at: float
-    complete_at: float
-    items_total: int
-    # Imports: rows (dicts) with their labels; exports: contact ids; memberships: contact ids.
-    rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    contact_ids: list[str] = field(default_factory=list)
-    list_ids: list[str] = field(default_factory=list)  # target lists
-    export_fields: list[str] = field(default_factory=list)
-    source_file_name: str | None = None
-    person_count: int = 0
-    error_count: int = 0
-    cannot_add_to_list_count: int = 0
-    errors: list[str] = field(default_factory=list)
-    completed: bool = False
-    csv: bytes | None = None
-
-    def progress(self, now: float) -> tuple[str, int, float]:
-        """(state, percent_done, fraction done) at sandbox time ``now``."""
-        if self.completed:
-            return "completed", 100, 1.0
-        if now <= self.start_at:
-            return "initialized", 0, 0.0
-        duration = self.complete_at - self.start_at
-        fraction = 1.0 if duration <= 0 else min(1.0, (now - self.start_at) / duration)
-        # 100 only once the effects are applied.
-        return "processing", min(99, int(fraction * 100)), min(fraction, 0.99)
-
-    def state(self, now: float) -> str:
-        return self.progress(now)[0]
-
-    def error(self, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(message)
-
-
 def queue(sandbox: Sandbox, account: Account, kind: str, *, items: int, **details: Any) -> Activity:
     """Create an activity (caller holds the lock and has checked the queued-activity cap)."""
     options = sandbox.options
@@ -129,6 +100,8 @@ def queue(sandbox: Sandbox, account: Account, kind: str, *, items: int, **detail
         items_total=items,
         **details,
     )
+    activity.fingerprint = fingerprint(activity)
+    activity.end_state = sandbox.faults.take_activity(kind)
     account.activities[activity.activity_id] = activity
     account.activity_seq += 1
     heapq.heappush(
@@ -144,13 +117,18 @@ def queued_count(account: Account) -> int:
 
 def settle(sandbox: Sandbox, account: Account) -> None:
     """Apply, once and in completion order, every activity due by now; drop activities older
-    than the retention period (CC keeps them 10 days). Caller holds the lock."""
+    than the retention period (option ``activity_retention_days``; CC keeps them 10 days).
+    Caller holds the lock."""
     now = sandbox.now()
     while account.pending and account.pending[0][0] <= now:
         _, _, activity_id = heapq.heappop(account.pending)
         activity = account.activities.get(activity_id)
         if activity is not None and not activity.completed:
-            _apply(account, activity)
+            if activity.end_state is None:
+                _apply(account, activity)
+                activity.applied_at = activity.complete_at
+            else:
+                _end_badly(activity)
             activity.completed = True
     horizon = now - sandbox.options.activity_retention_days * 86_400
     while account.activities:
@@ -158,6 +136,53 @@ def settle(sandbox: Sandbox, account: Account) -> None:
         if oldest.created_at >= horizon or not oldest.completed:
             break
         del account.activities[oldest.activity_id]
+
+
+def fingerprint(activity: Activity) -> str:
+    """A digest of what ``activity`` does: its kind, target lists and contacts (emails for an
+    import, ids for a membership change or an export)."""
+    if activity.kind in IMPORTS:
+        who = sorted(str(row.get("email", "")).strip().lower() for _, row in activity.rows)
+    else:
+        who = sorted(activity.contact_ids)
+    payload = json.dumps([activity.kind, sorted(activity.list_ids), who])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def applied_log(account: Account) -> dict[str, Any]:
+    """Every activity the account still holds, oldest first, with whether it was applied,
+    and how many applied imports or membership changes repeat one applied before them (the
+    same request carried out twice). Caller holds the lock and has settled the account."""
+    rows, seen, duplicates = [], set(), 0
+    for activity in sorted(account.activities.values(), key=lambda a: a.created_at):
+        applied = activity.applied_at is not None
+        repeat = applied and activity.kind != EXPORT and activity.fingerprint in seen
+        if applied and activity.kind != EXPORT:
+            seen.add(activity.fingerprint)
+        duplicates += int(repeat)
+        rows.append(
+            {
+                "activity_id": activity.activity_id,
+                "kind": activity.kind,
+                "state": "completed" if applied else (activity.end_state or "pending"),
+                "items": activity.items_total,
+                "fingerprint": activity.fingerprint,
+                "applied": applied,
+                "repeats_an_applied_one": repeat,
+            }
+        )
+    return {"activities": rows, "duplicates": duplicates}
+
+
+def _end_badly(activity: Activity) -> None:
+    """End in the injected state having applied nothing, as CC reports it."""
+    activity.rows = []
+    activity.contact_ids = []
+    activity.person_count = 0
+    activity.error(
+        f"The activity {str(activity.end_state).replace('_', ' ')}; nothing was applied."
+    )
+    activity.error_count = 0  # no row was rejected: the activity as a whole ended
 
 
 def _apply(account: Account, activity: Activity) -> None:
@@ -170,16 +195,10 @@ def _apply(account: Account, activity: Activity) -> None:
 
 
 # --- imports ---------------------------------------------------------------------------------
-# Longest value CC accepts per column (JsonImportContact); anything else is capped at 255.
-MAX_LENGTHS = {
-    "email": 50,
-    "first_name": 50,
-    "last_name": 50,
-    "job_title": 50,
-    "company_name": 50,
-    "sms_number": 16,
-    "sms_consent_date": 16,
-}
+def max_length(name: str) -> int:
+    """The longest value CC accepts in import column ``name`` (``JsonImportContact``); columns
+    the table does not list are capped like a custom field's value."""
+    return IMPORT_FIELD_MAX_LENGTHS.get(name, CUSTOM_FIELD_MAX_LENGTH)
 
 
 def row_problem(row: dict[str, Any], *, email_max: int) -> str | None:
@@ -192,7 +211,7 @@ def row_problem(row: dict[str, Any], *, email_max: int) -> str | None:
         return f"invalid email address {email!r}"
     for name, value in row.items():
         if name in PROFILE_INT_FIELDS:
-            limit = 12 if name == "birthday_month" else 31
+            limit = IMPORT_INTEGER_FIELDS[name]
             try:
                 number = int(value)
             except (TypeError, ValueError):
@@ -202,8 +221,9 @@ def row_problem(row: dict[str, Any], *, email_max: int) -> str | None:
         elif name != "email":
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 return f"{name} must be a string"
-            if len(str(value)) > MAX_LENGTHS.get(name, 255):
-                return f"{name} is longer than {MAX_LENGTHS.get(name, 255)} characters"
+            limit = max_length(name)
+            if len(str(value)) > limit:
+                return f"{name} is longer than {limit} characters"
     if ("birthday_month" in row) != ("birthday_day" in row):
         return "birthday_month and birthday_day must be given together"
     return None
@@ -211,7 +231,10 @@ def row_problem(row: dict[str, Any], *, email_max: int) -> str | None:
 
 def _apply_import(account: Account, activity: Activity) -> None:
     now = activity.complete_at
-    email_max = MAX_LENGTHS["email"] if activity.kind == JSON_IMPORT else 80
+    # A JSON import row's email is capped shorter than a contact's; a CSV row's is not.
+    email_max = (
+        IMPORT_EMAIL_MAX_LENGTH if activity.kind == JSON_IMPORT else CONTACT_EMAIL_MAX_LENGTH
+    )
     targets = [account.lists[i] for i in activity.list_ids if i in account.lists]
     for label, row in activity.rows:
         problem = row_problem(row, email_max=email_max)
@@ -325,7 +348,7 @@ def activity_json(activity: Activity, now: float) -> dict[str, Any]:
     }
     if state != "initialized":
         data["started_at"] = iso(activity.start_at)
-    if activity.completed:
+    if activity.completed and not activity.ended_badly:
         data["completed_at"] = iso(activity.complete_at)
     if activity.source_file_name is not None:
         data["source_file_name"] = activity.source_file_name

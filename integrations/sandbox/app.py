@@ -5,7 +5,8 @@ Order for a ``/v3`` request (all documented in README.md):
 1. arrival jitter, if configured (a sleep *before* the request is counted);
 2. the bearer token's ``cid`` names the client; a registered client's request is counted by
    the limiter, which may answer 429 ``throttled`` or ``quota_exceeded``;
-3. a pending API fault, if one applies, answers instead (500, 503, timeout, reset);
+3. a pending API fault, if one applies, answers instead (500, 503, timeout, reset); a timeout
+   ``applied_first`` carries the request out first and loses only its answer;
 4. the token is checked (401/403), due activities are settled, the handler runs;
 5. the outcome is recorded in the stats before the response is sent.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request
 
+from integrations.constant_contact.endpoints import API_PATH, AUTHORIZE_PATH, TOKEN_PATH
 from integrations.sandbox import api, control_api, oauth
 from integrations.sandbox.faults import ApiFault, DropConnection
 from integrations.sandbox.limits import Verdict
@@ -64,11 +66,11 @@ class SandboxApp:
 
     def handle(self, request: Request) -> Reply:
         path = request.path
-        if path == "/v3" or path.startswith("/v3/"):
+        if path == API_PATH or path.startswith(API_PATH + "/"):
             return self._api(request)
-        if path == oauth.TOKEN_PATH:
+        if path == TOKEN_PATH:
             return self._token(request)
-        if path == oauth.AUTHORIZE_PATH:
+        if path == AUTHORIZE_PATH:
             return oauth.authorize(self.sandbox, request)
         if path in oauth.JWKS_PATHS:
             return oauth.jwks(self.sandbox)
@@ -78,10 +80,10 @@ class SandboxApp:
             return json_reply(
                 {
                     "service": "Constant Contact sandbox",
-                    "authorize": oauth.AUTHORIZE_PATH,
-                    "token": oauth.TOKEN_PATH,
+                    "authorize": AUTHORIZE_PATH,
+                    "token": TOKEN_PATH,
                     "jwks": oauth.JWKS_PATHS[0],
-                    "api": "/v3",
+                    "api": API_PATH,
                     "control": control_api.PREFIX,
                 }
             )
@@ -112,10 +114,19 @@ class SandboxApp:
                 outcome = THROTTLED if throttled_now else QUOTA_EXCEEDED
                 sandbox.stats.record_api(client_id, label, status=reply.status, outcome=outcome)
                 return reply
-        fault = sandbox.faults.take_api(client_id, request.path)
+        fault = sandbox.faults.take_api(client_id, request.path, request.method)
         if fault is not None:
+            if fault.kind == "timeout" and fault.applied_first:
+                self._serve_api(request, check, route, params)
             return self._fault(fault, client_id, label)
-        caller = oauth.authenticate(sandbox, check)
+        reply = self._serve_api(request, check, route, params)
+        sandbox.stats.record_api(client_id, label, status=reply.status)
+        return reply
+
+    def _serve_api(self, request: Request, check, route, params) -> Reply:
+        """Authenticate and run the handler (no metering: the caller records the outcome)."""
+        sandbox = self.sandbox
+        caller = oauth.authenticate(sandbox, check, route.scope if route else api.CONTACT_DATA)
         if isinstance(caller, Reply):
             reply = caller
         else:
@@ -124,7 +135,6 @@ class SandboxApp:
             except Exception:
                 logger.exception("sandbox error on %s %s", request.method, request.path)
                 reply = internal_error()
-        sandbox.stats.record_api(client_id, label, status=reply.status)
         return reply
 
     def _fault(self, fault: ApiFault, client_id: str, label: str) -> Reply:
@@ -165,6 +175,15 @@ class SandboxApp:
             fault = sandbox.faults.take_token(client_id)
             if fault is None:
                 reply = oauth.token(sandbox, request, params, presented)
+            elif fault.kind == "timeout":
+                if fault.applied_first:  # the tokens are issued (a refresh token rotated)
+                    oauth.token(sandbox, request, params, presented)
+                reply = oauth.token_unavailable()
+                sandbox.stats.record_token(client_id, status=reply.status, error=reply.error_code)
+                sandbox.faults.hold(fault.hold_seconds)
+                if fault.then == "reset":
+                    raise DropConnection("token timeout fault")
+                return reply
             elif fault.kind == "429":
                 reply = oauth.token_throttled(per_second)
             elif fault.kind == "503":

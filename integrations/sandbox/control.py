@@ -32,10 +32,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
-AUTHORIZE_PATH = "/oauth2/default/v1/authorize"
-TOKEN_PATH = "/oauth2/default/v1/token"
-JWKS_PATH = "/oauth2/aus1lm3ry9mF7x2Ja0h8/v1/keys"
-API_PATH = "/v3"
+# The sandbox serves CC's paths on its own host.
+from integrations.constant_contact.endpoints import API_PATH, AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH
 
 
 class SandboxControlError(Exception):
@@ -239,9 +237,17 @@ class SandboxControl:
         name: str | None = None,
         sub: str | None = None,
         platform_user_id: str | None = None,
+        organization_name: str | None = None,
     ) -> SandboxAccount:
-        """Create a CC account/user, or return the existing one with that email."""
-        body = {"email": email, "name": name, "sub": sub, "platform_user_id": platform_user_id}
+        """Create a CC account/user, or return the existing one with that email.
+        ``organization_name`` defaults to "<name>'s organization"."""
+        body = {
+            "email": email,
+            "name": name,
+            "sub": sub,
+            "platform_user_id": platform_user_id,
+            "organization_name": organization_name,
+        }
         data = self._call("POST", "/accounts", {k: v for k, v in body.items() if v})
         return SandboxAccount(data["sub"], data["platform_user_id"], data["email"], data["name"])
 
@@ -328,19 +334,25 @@ class SandboxControl:
         count: int = 1,
         client_id: str | None = None,
         path: str | None = None,
+        method: str | None = None,
         hold_seconds: float | None = None,
         then: str = "504",
+        applied_first: bool = False,
     ) -> None:
         """Make the next ``count`` API requests (that pass the rate limiter; optionally only
-        for ``client_id`` and paths starting with ``path``) fail.
+        for ``client_id``, paths starting with ``path`` and one HTTP ``method``) fail.
 
         ``kind``: ``500``, ``503``, ``"timeout"`` (hold ``hold_seconds`` — default 30 — then
-        answer 504, or drop with ``then="reset"``) or ``"reset"`` (TCP reset, no response).
+        answer 504, or drop with ``then="reset"``; with ``applied_first`` the request is
+        carried out before the hold) or ``"reset"`` (TCP reset, no response).
         """
         body: dict[str, Any] = {"kind": str(kind), "count": count, "then": then}
+        if applied_first:
+            body["applied_first"] = True
         for key, value in (
             ("client_id", client_id),
             ("path", path),
+            ("method", method),
             ("hold_seconds", hold_seconds),
         ):
             if value is not None:
@@ -348,14 +360,52 @@ class SandboxControl:
         self._call("POST", "/faults/api", body)
 
     def inject_token_fault(
-        self, kind: str | int, *, count: int = 1, client_id: str | None = None
+        self,
+        kind: str | int,
+        *,
+        count: int = 1,
+        client_id: str | None = None,
+        hold_seconds: float | None = None,
+        then: str = "503",
+        applied_first: bool = False,
     ) -> None:
-        """Make the next ``count`` token requests answer ``429``, ``503`` or
-        ``"invalid_grant"`` (after the 1/s limiter)."""
-        body: dict[str, Any] = {"kind": str(kind), "count": count}
+        """Make the next ``count`` token requests answer ``429``, ``503``,
+        ``"invalid_grant"`` or ``"timeout"`` (held ``hold_seconds``, then 503 or, with
+        ``then="reset"``, dropped; ``applied_first`` issues the tokens before the hold, so a
+        rotating refresh token is spent) — after the 1/s limiter."""
+        body: dict[str, Any] = {"kind": str(kind), "count": count, "then": then}
         if client_id is not None:
             body["client_id"] = client_id
+        if hold_seconds is not None:
+            body["hold_seconds"] = hold_seconds
+        if applied_first:
+            body["applied_first"] = True
         self._call("POST", "/faults/token", body)
+
+    def inject_activity_fault(self, state: str, *, count: int = 1, kind: str | None = None) -> None:
+        """Make the next ``count`` bulk activities (of ``kind``, e.g.
+        ``"contacts_json_import"``, or any) end ``state`` — ``failed``, ``timed_out`` or
+        ``cancelled`` — having applied nothing."""
+        body: dict[str, Any] = {"state": state, "count": count}
+        if kind is not None:
+            body["kind"] = kind
+        self._call("POST", "/faults/activity", body)
+
+    def start_outage(self, seconds: float) -> None:
+        """Make the sandbox unreachable for ``seconds``: connecting is refused, open
+        connections are shut; then it listens on the same port again, its state intact."""
+        self._call("POST", "/faults/outage", {"seconds": seconds})
+
+    def injected(self) -> dict[str, int]:
+        """How many faults fired, by kind (``"api:500"``, ``"token:timeout"``,
+        ``"activity:failed"``, ``"outage"``…), since the last stats reset."""
+        return self._call("GET", "/stats").get("injected", {})
+
+    def activities(self, account: SandboxAccount | str) -> dict[str, Any]:
+        """The account's activities, oldest first, each with ``kind``, ``state``,
+        ``fingerprint`` and ``applied``; ``duplicates`` counts applied imports and membership
+        changes that repeat one applied before them."""
+        return self._call("GET", f"/accounts/{_segment(_account_key(account))}/activities")
 
     def set_jitter(self, min_ms: float, max_ms: float) -> None:
         """Delay every API and token request by ``min_ms``-``max_ms`` before it is counted."""

@@ -19,9 +19,11 @@ from werkzeug.wrappers import Request
 from integrations.sandbox import activities, oauth
 from integrations.sandbox.clock import iso, parse_iso
 from integrations.sandbox.faults import (
+    ACTIVITY_END_STATES,
     API_FAULT_KINDS,
     TIMEOUT_ENDINGS,
     TOKEN_FAULT_KINDS,
+    ActivityFault,
     ApiFault,
     TokenFault,
 )
@@ -190,9 +192,20 @@ def api_faults(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Re
         path=body.get("path"),
         hold_seconds=_number(body, "hold_seconds", sandbox.options.timeout_hold_seconds),
         then=then,
+        method=str(body["method"]).upper() if body.get("method") else None,
+        applied_first=_flag(body, "applied_first"),
     )
+    if fault.applied_first and kind != "timeout":
+        raise SandboxError("applied_first applies to timeout faults only")
     sandbox.faults.add_api(fault)
     return json_reply(sandbox.faults.describe(), HTTPStatus.CREATED)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise SandboxError(f"{name} must be true or false")
+    return value
 
 
 def token_faults(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
@@ -200,10 +213,52 @@ def token_faults(sandbox: Sandbox, request: Request, params: dict[str, str]) -> 
     kind = str(body.get("kind", ""))
     if kind not in TOKEN_FAULT_KINDS:
         raise SandboxError(f"kind must be one of {', '.join(TOKEN_FAULT_KINDS)}")
-    sandbox.faults.add_token(
-        TokenFault(kind=kind, remaining=_count(body), client_id=body.get("client_id"))
+    then = str(body.get("then", "503"))
+    if then not in ("503", "reset"):
+        raise SandboxError("then must be 503 or reset")
+    fault = TokenFault(
+        kind=kind,
+        remaining=_count(body),
+        client_id=body.get("client_id"),
+        hold_seconds=_number(body, "hold_seconds", sandbox.options.timeout_hold_seconds),
+        then=then,
+        applied_first=_flag(body, "applied_first"),
     )
+    if fault.applied_first and kind != "timeout":
+        raise SandboxError("applied_first applies to timeout faults only")
+    sandbox.faults.add_token(fault)
     return json_reply(sandbox.faults.describe(), HTTPStatus.CREATED)
+
+
+def activity_faults(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
+    body = _body(request)
+    state = str(body.get("state", ""))
+    if state not in ACTIVITY_END_STATES:
+        raise SandboxError(f"state must be one of {', '.join(ACTIVITY_END_STATES)}")
+    kind = body.get("kind")
+    if kind is not None and kind not in activities.KINDS:
+        raise SandboxError(f"kind must be one of {', '.join(activities.KINDS)}")
+    sandbox.faults.add_activity(ActivityFault(state=state, remaining=_count(body), kind=kind))
+    return json_reply(sandbox.faults.describe(), HTTPStatus.CREATED)
+
+
+def outage(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
+    body = _body(request)
+    seconds = _number(body, "seconds", 0)
+    if not seconds:
+        raise SandboxError("seconds must be more than 0")
+    starter = sandbox.faults.outage_starter
+    if starter is None:
+        raise SandboxError("this sandbox runs without its own listener", status=HTTPStatus.CONFLICT)
+    starter(seconds)
+    return json_reply({"outage_seconds": seconds}, HTTPStatus.ACCEPTED)
+
+
+def account_activities(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
+    account = sandbox.get_account(params["account"])
+    with sandbox.lock:
+        activities.settle(sandbox, account)
+        return json_reply(activities.applied_log(account))
 
 
 def faults(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
@@ -260,8 +315,14 @@ def stats(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
     if request.method == "DELETE":
         sandbox.stats.reset()
         sandbox.limiter.reset_maxima()
+        sandbox.faults.reset_injected()
     ids = sorted(sandbox.stats.client_ids() | sandbox.limiter.client_ids() | set(sandbox.clients))
-    return json_reply({"clients": {cid: _client_stats(sandbox, cid) for cid in ids}})
+    return json_reply(
+        {
+            "clients": {cid: _client_stats(sandbox, cid) for cid in ids},
+            "injected": sandbox.faults.injected_counts(),
+        }
+    )
 
 
 def client_stats(sandbox: Sandbox, request: Request, params: dict[str, str]) -> Reply:
@@ -286,10 +347,13 @@ ROUTES = (
     _route("/accounts/{account}/lists", {"POST": lists}),
     _route("/accounts/{account}/contacts", {"POST": contacts}),
     _route("/accounts/{account}/lists/{list_id}/members", {"GET": members}),
+    _route("/accounts/{account}/activities", {"GET": account_activities}),
     _route("/tokens", {"POST": tokens}),
     _route("/faults", {"GET": faults, "DELETE": faults}),
     _route("/faults/api", {"POST": api_faults}),
     _route("/faults/token", {"POST": token_faults}),
+    _route("/faults/activity", {"POST": activity_faults}),
+    _route("/faults/outage", {"POST": outage}),
     _route("/faults/jitter", {"PUT": jitter, "POST": jitter}),
     _route("/clock", {"GET": clock, "POST": clock}),
     _route("/keys", {"GET": keys}),

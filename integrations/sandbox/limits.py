@@ -1,7 +1,7 @@
 """CC's per-client limits, counted on arrival.
 
-Rules (REFERENCE.md §3, §2.9), all keyed by client_id (the API key), shared by every account
-connected through it:
+Rules, all keyed by client_id (the API key), shared by every account connected through it
+(Reference: https://developer.constantcontact.com/api_guide/rate_limits.html):
 
 * **per second**: at most ``per_second`` requests in any sliding 1-second window ``(t-1, t]``
   of the real monotonic clock, else 429 ``throttled``. The window must not follow the sandbox
@@ -33,13 +33,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrations.constant_contact import errors as cc_errors
+
 WINDOW_SECONDS = 1.0
 
 
 class Verdict(enum.Enum):
     ACCEPTED = "accepted"
-    THROTTLED = "throttled"
-    QUOTA_EXCEEDED = "quota_exceeded"
+    THROTTLED = cc_errors.THROTTLED
+    QUOTA_EXCEEDED = cc_errors.QUOTA_EXCEEDED
 
 
 def _prune(times: deque[float], now: float) -> None:

@@ -1,11 +1,15 @@
 """CC's OAuth server: authorize (with a consent page), token, JWKS, and access-token checks.
 
-Paths and behaviour follow REFERENCE.md §2: ``/oauth2/default/v1/authorize`` and ``/token``;
+Paths and behaviour follow CC's OAuth guides: ``/oauth2/default/v1/authorize`` and ``/token``;
 codes are single use, live 5 minutes and are bound to client and redirect URI; PKCE is S256
 only and required of public clients; token requests may carry their parameters in the form body
 or the query string and authenticate by HTTP Basic or ``client_secret_post``; refresh tokens
 are issued only with ``offline_access`` and are rotating or long-lived per client, dying after
 180 idle days. Error descriptions reuse Okta's wording (CC's authorization server is Okta).
+
+Reference: https://developer.constantcontact.com/api_guide/auth_overview.html
+Reference: https://developer.constantcontact.com/api_guide/server_flow.html
+Reference: https://developer.constantcontact.com/api_guide/pkce_flow.html
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from urllib.parse import urlencode
 import jwt
 from werkzeug.wrappers import Request
 
+from integrations.constant_contact.endpoints import AUTHORIZE_PATH, JWKS_PATH
 from integrations.sandbox.responses import (
     Reply,
     api_error,
@@ -42,11 +47,11 @@ from integrations.sandbox.state import (
     Sandbox,
 )
 
-AUTHORIZE_PATH = "/oauth2/default/v1/authorize"
-TOKEN_PATH = "/oauth2/default/v1/token"
-JWKS_PATHS = ("/oauth2/aus1lm3ry9mF7x2Ja0h8/v1/keys", "/oauth2/default/v1/keys")
+# CC's JWKS path; the sandbox also publishes the keys at the default authorization server's.
+JWKS_PATHS = (JWKS_PATH, "/oauth2/default/v1/keys")
 
-# REFERENCE.md §2.8 (plus the OpenID scopes Okta accepts).
+# CC's scopes (plus the OpenID scopes Okta accepts).
+# Reference: https://developer.constantcontact.com/api_guide/scopes.html
 KNOWN_SCOPES = frozenset(
     {
         "account_read",
@@ -127,11 +132,11 @@ class Caller:
     claims: dict[str, Any]
 
 
-def authenticate(sandbox: Sandbox, check: TokenCheck) -> Caller | Reply:
+def authenticate(sandbox: Sandbox, check: TokenCheck, scope: str) -> Caller | Reply:
     """The caller behind a bearer token, or CC's 401 (missing, forged, expired, wrong
-    audience/issuer, signing key no longer published, client or account unknown) or 403
-    (no ``contact_data`` scope — every endpoint the sandbox serves needs it, REFERENCE.md §2.8).
-    """
+    audience/issuer, signing key no longer published, client or account unknown) or 403 (no
+    ``scope``: the route's, ``contact_data`` or ``account_read``; see
+    https://developer.constantcontact.com/api_guide/scopes.html)."""
     claims = check.claims
     if claims is None or check.kid is None or not sandbox.keys.is_published(check.kid):
         return unauthorized()
@@ -148,11 +153,11 @@ def authenticate(sandbox: Sandbox, check: TokenCheck) -> Caller | Reply:
     if client is None or account is None:
         return unauthorized()
     scopes = claims.get("scp") or []
-    if "contact_data" not in scopes:
+    if scope not in scopes:
         return api_error(
             HTTPStatus.FORBIDDEN,
             "forbidden",
-            "Forbidden request. The access token lacks the contact_data scope.",
+            f"Forbidden request. The access token lacks the {scope} scope.",
         )
     return Caller(client=client, account=account, claims=claims)
 
@@ -161,7 +166,8 @@ def issue_tokens(
     sandbox: Sandbox, client: Client, account: Account, scopes: list[str]
 ) -> dict[str, Any]:
     """A token response: a signed access token and, with ``offline_access``, a new refresh
-    token. Refresh tokens are opaque 43-character strings (CC's are short, §2.3)."""
+    token. Refresh tokens are opaque 43-character strings (CC's are short opaque strings too,
+    see https://developer.constantcontact.com/api_guide/server_flow.html)."""
     body = _token_body(sandbox, client, account, scopes)
     if "offline_access" in scopes:
         body["refresh_token"] = _new_refresh_token(sandbox, client, account.sub, scopes)
@@ -224,7 +230,8 @@ def _authorize_request(sandbox: Sandbox, request: Request) -> Reply:
     if client is None:
         return _html_error(HTTPStatus.BAD_REQUEST, "Unknown client_id.")
     redirect_uri = args.get("redirect_uri", "")
-    # CC matches redirect URIs exactly; an unknown one is never redirected to (RFC 6749 §4.1.2.1).
+    # CC matches redirect URIs exactly; an unknown one is never redirected to (RFC 6749,
+    # section 4.1.2.1).
     if redirect_uri not in client.redirect_uris:
         return _html_error(
             HTTPStatus.BAD_REQUEST,
@@ -421,7 +428,8 @@ class PresentedClient:
 
 def token_params(request: Request) -> dict[str, str]:
     """Parameters from the query string, overridden by the form body: CC's own examples put
-    them in the query string of the POST (REFERENCE.md §2.3)."""
+    them in the query string of the POST.
+    Reference: https://developer.constantcontact.com/api_guide/server_flow.html"""
     params = {key: value for key, value in request.args.items()}
     params.update(request.form.items())
     return params
@@ -574,7 +582,9 @@ def _refresh_grant(sandbox: Sandbox, client: Client, params: dict[str, str]) -> 
             )
         scopes = requested
     if client.refresh_mode == "long_lived":
-        # Long-lived: the same value comes back every time; use keeps it alive (§2.6).
+        # Long-lived: the same value comes back every time; use keeps it alive (CC's refresh
+        # tokens die after 180 days unused).
+        # Reference: https://developer.constantcontact.com/api_guide/server_flow.html
         grant.last_used_at = now
         body = _token_body(sandbox, client, account, scopes)
         body["refresh_token"] = refresh_token

@@ -1,12 +1,9 @@
-"""Run the sandbox as a child process, and prepare it for ``make run``.
+"""Run the sandbox as a child process.
 
-* :func:`start_sandbox` launches ``manage.py run_sandbox``, reads the ``SANDBOX_URL=`` line,
-  waits until the sandbox answers and returns a :class:`SandboxProcess` (also a context
-  manager) with a ready :class:`~integrations.sandbox.control.SandboxControl`.
-* :func:`sandbox_prepare_for_portal` makes a freshly started sandbox usable by the portal: the
-  "Sandbox app" API key exists in the portal and is registered in the sandbox with the same
-  secret, and a demo CC account has lists and contacts. It is the only sandbox code that touches
-  Django models, and it imports them inside the function.
+:func:`start_sandbox` launches ``manage.py run_sandbox``, reads the ``SANDBOX_URL=`` line, waits
+until the sandbox answers and returns a :class:`SandboxProcess` (also a context manager) with a
+ready :class:`~integrations.sandbox.control.SandboxControl`. :func:`wait_until_answers` waits
+for a sandbox started elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,20 +19,14 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 import requests
 
-from integrations.sandbox.control import SandboxControl, SandboxControlError
+from integrations.sandbox.control import SandboxControl
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 URL_PREFIX = "SANDBOX_URL="
-
-SANDBOX_CLIENT_ID = "sandbox-client"
-SANDBOX_APP_NAME = "Sandbox app"
-DEMO_ACCOUNT_EMAIL = "demo@example.com"
-# (name, first contact number, size): overlapping lists over 340 demo contacts.
-DEMO_LISTS = (("Newsletter", 1, 240), ("Customers", 181, 120), ("Event attendees", 281, 60))
 
 
 class SandboxStartError(RuntimeError):
@@ -138,7 +128,7 @@ def start_sandbox(
             url = line[len(URL_PREFIX) :].strip()
     process = SandboxProcess(popen, url, output)
     process._config_file = config_file
-    if not _wait_until_answers(url, deadline - time.monotonic()):
+    if not wait_until_answers(url, deadline - time.monotonic()):
         process.stop()
         raise SandboxStartError(
             "the sandbox printed its URL but does not answer:\n" + process.output()
@@ -146,7 +136,8 @@ def start_sandbox(
     return process
 
 
-def _wait_until_answers(url: str, timeout: float) -> bool:
+def wait_until_answers(url: str, timeout: float) -> bool:
+    """True once the sandbox at ``url`` answers its health check, False after ``timeout`` s."""
     deadline = time.monotonic() + max(timeout, 0.0)
     while True:
         try:
@@ -157,62 +148,3 @@ def _wait_until_answers(url: str, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-
-
-def sandbox_prepare_for_portal(*, sandbox_url: str, portal_url: str, stdout: TextIO) -> None:
-    """Make the just-started sandbox ready for the portal at ``portal_url``; idempotent.
-
-    Waits up to 15 s for the sandbox. Ensures the portal has the "Sandbox app" key (created
-    once with a random secret; later runs read the secret back), registers that client in the
-    sandbox (which forgets everything on restart) with the same secret and redirect URI, and
-    seeds a demo account with a few lists and a few hundred contacts.
-    """
-    from integrations.models import ApiKey
-    from integrations.services.keys import api_key_create
-
-    if not _wait_until_answers(sandbox_url, 15.0):
-        raise SandboxStartError(f"the sandbox at {sandbox_url} did not answer within 15 s")
-    expected_redirect = f"{portal_url.rstrip('/')}/accounts/callback/"
-    key = ApiKey.objects.filter(client_id=SANDBOX_CLIENT_ID).first()
-    if key is None:
-        key = api_key_create(
-            name=SANDBOX_APP_NAME,
-            client_id=SANDBOX_CLIENT_ID,
-            client_secret=secrets.token_urlsafe(32),
-            redirect_uri=expected_redirect,
-            tier="standard",
-        )
-    # The stored key's URI is what the portal sends; also accept the current portal address.
-    redirect_uris = list(dict.fromkeys([key.redirect_uri, expected_redirect]))
-    control = SandboxControl(sandbox_url)
-    try:
-        control.register_client(
-            key.client_id,
-            client_secret=key.client_secret,
-            redirect_uris=redirect_uris,
-            name=key.name,
-            tier=key.tier if key.tier in ("standard", "partner") else "custom",
-            per_second=key.per_second,
-            per_day=key.per_day,
-        )
-        account = control.create_account(DEMO_ACCOUNT_EMAIL, name="Demo Company")
-        summary = control.account(account)
-        if not summary["contact_lists"]:
-            for name, start, size in DEMO_LISTS:
-                contact_list = control.seed_list(account, name)
-                control.seed_contacts(
-                    account,
-                    count=size,
-                    start=start,
-                    list_ids=[contact_list.list_id],
-                    email_template="demo.contact{n}@example.com",
-                    unsubscribed_every=25,
-                )
-            summary = control.account(account)
-    except SandboxControlError as error:
-        raise SandboxStartError(f"could not prepare the sandbox: {error}") from None
-    stdout.write(
-        f"Sandbox ready at {sandbox_url}: API key {key.client_id!r}, CC account "
-        f"{DEMO_ACCOUNT_EMAIL} ({len(summary['contact_lists'])} lists, "
-        f"{summary['contacts']} contacts).\n"
-    )

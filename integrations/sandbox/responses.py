@@ -1,9 +1,11 @@
-"""Responses and CC's error shapes (REFERENCE.md §3, §4; swagger ``APIErrorSchema`` and
-``AuthorizationErrorSchema``).
+"""Responses and CC's error shapes (swagger ``APIErrorSchema``, ``AuthorizationErrorSchema``).
 
 * Gateway errors (401, and every 429) are one object: ``{"error_key", "error_message"}``.
 * Service errors (400, 403, 404, 405, 409, 415, 500, 503) are an array of such objects.
 * OAuth errors are RFC 6749 objects: ``{"error", "error_description"}``.
+
+Reference: https://developer.constantcontact.com/api_guide/glossary_responses.html
+Reference: https://developer.constantcontact.com/api_guide/rate_limits.html
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from integrations.constant_contact.errors import QUOTA_EXCEEDED, THROTTLED, UNAUTHORIZED
+from integrations.constant_contact.limits import QUEUED_ACTIVITIES_MAX
+
 JSON = "application/json"
 VALIDATION_KEY = "contacts.api.validation.error"
 NOT_FOUND_KEY = "contacts.api.not_found"
 
 QUEUED_ACTIVITIES_MESSAGE = (
-    "Too many requests. You exceeded 1,000 queued activities for this user account."
+    f"Too many requests. You exceeded {QUEUED_ACTIVITIES_MAX:,} queued activities for this "
+    "user account."
 )
 
 
@@ -74,15 +80,15 @@ def not_found(message: str) -> Reply:
 
 
 def unauthorized() -> Reply:
-    return gateway_error(HTTPStatus.UNAUTHORIZED, "unauthorized", "Unauthorized")
+    return gateway_error(HTTPStatus.UNAUTHORIZED, UNAUTHORIZED, "Unauthorized")
 
 
 def throttled() -> Reply:
-    return gateway_error(HTTPStatus.TOO_MANY_REQUESTS, "throttled", "Too Many Requests")
+    return gateway_error(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED, "Too Many Requests")
 
 
 def quota_exceeded() -> Reply:
-    return gateway_error(HTTPStatus.TOO_MANY_REQUESTS, "quota_exceeded", "Limit Exceeded")
+    return gateway_error(HTTPStatus.TOO_MANY_REQUESTS, QUOTA_EXCEEDED, "Limit Exceeded")
 
 
 def too_many_queued_activities() -> Reply:

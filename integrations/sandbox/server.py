@@ -5,6 +5,10 @@ clients keep connections alive, and the benchmark needs them to, so the sandbox 
 app on this small stdlib server instead: one thread per connection, bodies read fully by
 ``Content-Length`` (or chunked), responses written in one piece with a length. It can also
 reset a connection on purpose (``faults.DropConnection``): SO_LINGER 0, then close → TCP RST.
+
+An outage (``POST /__sandbox/faults/outage``) makes CC unreachable: the listening socket is
+closed, so connecting is refused, and every open connection is shut; after the outage the
+server listens again on the same port, with everything it held in memory intact.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -48,6 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self._reset_connection = False
+        self.server.connection_opened(self.connection)
         # One write per response already; NODELAY stops Nagle from delaying it on keep-alive.
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -150,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + payload)
 
     def finish(self) -> None:
+        self.server.connection_closed(self.connection)
         super().finish()
         if self._reset_connection:
             # Close with linger 0 so the peer sees a TCP RST, not an orderly FIN.
@@ -176,7 +183,62 @@ class SandboxServer(ThreadingMixIn, HTTPServer):
         self.app = app
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.outage_seconds = 0.0
+        self._outage_over = threading.Event()
         super().__init__(address, _Handler)
+
+    def connection_opened(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def connection_closed(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def stop(self) -> None:
+        """End :meth:`serve` (from another thread; also during an outage)."""
+        self.stopping.set()
+        self._outage_over.set()
+        self.shutdown()
+
+    def end_outage(self) -> None:
+        """Listen again now, before the outage's seconds are up (no-op when serving)."""
+        self._outage_over.set()
+
+    def start_outage(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (called from a request thread: returns at once)."""
+
+        def begin() -> None:
+            time.sleep(0.05)  # let the control API's answer go out first
+            self._outage_over.clear()
+            self.outage_seconds = seconds
+            self.app.sandbox.faults.count("outage")
+            self.shutdown()
+
+        threading.Thread(target=begin, name="sandbox-outage", daemon=True).start()
+
+    def serve(self, poll_interval: float = 0.2) -> None:
+        """Serve until :meth:`stop`, going dark during outages."""
+        while not self.stopping.is_set():
+            self.serve_forever(poll_interval=poll_interval)
+            seconds, self.outage_seconds = self.outage_seconds, 0.0
+            if self.stopping.is_set() or not seconds:
+                return
+            self.socket.close()  # connecting is refused from now on
+            with self._connections_lock:
+                open_now = list(self._connections)
+            for connection in open_now:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._outage_over.wait(timeout=seconds)
+            if self.stopping.is_set():
+                return
+            self.socket = socket.socket(self.address_family, self.socket_type)
+            self.server_bind()
+            self.server_activate()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS.
@@ -234,7 +296,9 @@ def serve(
     out.flush()
 
     def stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, name="sandbox-stop", daemon=True).start()
+        threading.Thread(target=server.stop, name="sandbox-stop", daemon=True).start()
+
+    sandbox.faults.outage_starter = server.start_outage
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, stop)
@@ -242,7 +306,7 @@ def serve(
     if ready is not None:
         ready.set()
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve()
     finally:
         sandbox.faults.clear()  # wakes connections held by timeout faults
         server.server_close()

@@ -16,33 +16,34 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from integrations.constant_contact.endpoints import JWT_AUDIENCE, JWT_ISSUER
+from integrations.constant_contact.limits import (
+    ACCESS_TOKEN_LIFETIME_SECONDS,
+    ACTIVITY_RETENTION_DAYS,
+    AUTHORIZATION_CODE_LIFETIME_SECONDS,
+    LISTS_PER_CONTACT_MAX,
+    QUEUED_ACTIVITIES_MAX,
+    REFRESH_TOKEN_IDLE_DAYS,
+    TIER_LIMITS,
+    TOKEN_REQUESTS_PER_SECOND,
+)
+from integrations.sandbox.activity_record import Activity
 from integrations.sandbox.clock import SandboxClock
 from integrations.sandbox.faults import Faults
 from integrations.sandbox.keys import KeyRing
 from integrations.sandbox.limits import Limiter
 from integrations.sandbox.stats import Stats
 
-if TYPE_CHECKING:
-    from integrations.sandbox.activities import Activity
-
-# REFERENCE.md §1 and §2.7: the issuer and audience CC's access tokens carry.
-CC_ISSUER = "https://identity.constantcontact.com/oauth2/aus1lm3ry9mF7x2Ja0h8"
-CC_AUDIENCE = "https://api.cc.email/v3"
-
-# REFERENCE.md §3: published per-key limits (per second, per day).
-TIER_LIMITS: dict[str, tuple[int, int]] = {"standard": (4, 10_000), "partner": (10, 250_000)}
-TIERS = ("standard", "partner", "custom")
+# CC's tiers, with their published per-key limits, plus "custom": limits given per client.
+TIERS = (*TIER_LIMITS, "custom")
 REFRESH_MODES = ("rotating", "long_lived")
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
-
-# A contact belongs to at most 50 lists (REFERENCE.md §5.8).
-MAX_LISTS_PER_CONTACT = 50
 
 
 class SandboxError(ValueError):
@@ -55,20 +56,27 @@ class SandboxError(ValueError):
 
 @dataclass
 class SandboxOptions:
-    """Sandbox-wide behaviour; every field can be set by the control API or ``--config``."""
+    """Sandbox-wide behaviour; every field can be set by the control API or ``--config``.
 
-    issuer: str = CC_ISSUER
-    audience: str = CC_AUDIENCE
-    access_token_lifetime: int = 86_400  # CC: a static 24 h (REFERENCE.md §2.7)
-    authorization_code_lifetime: int = 300  # CC: 5 minutes, single use (§2.2)
-    refresh_token_idle_seconds: int = 180 * 86_400  # CC: unused for 180 days → dead (§2.6)
-    token_requests_per_second: int = 1  # CC: 1 token request/s (§2.9)
+    The defaults are CC's published values (``integrations.constant_contact``).
+    Reference: https://developer.constantcontact.com/api_guide/server_flow.html
+    Reference: https://developer.constantcontact.com/api_guide/rate_limits.html
+    """
+
+    # The ``iss`` and ``aud`` CC's access tokens carry.
+    issuer: str = JWT_ISSUER
+    audience: str = JWT_AUDIENCE
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME_SECONDS  # CC: a static 24 h
+    authorization_code_lifetime: int = AUTHORIZATION_CODE_LIFETIME_SECONDS  # 5 min, single use
+    # CC: a refresh token unused for 180 days is dead.
+    refresh_token_idle_seconds: int = REFRESH_TOKEN_IDLE_DAYS * 86_400
+    token_requests_per_second: int = TOKEN_REQUESTS_PER_SECOND  # CC: 1 token request/s
     count_rejected: bool = True  # see limits.py
     activity_items_per_second: float = 20_000.0  # 40,000-row import ≈ 2 s
     activity_min_seconds: float = 0.0
     activity_start_delay_seconds: float = 0.0  # time spent "initialized"
-    activity_retention_days: int = 10  # CC keeps activity status 10 days (§5.1)
-    max_queued_activities: int = 1_000  # per account (§3)
+    activity_retention_days: int = ACTIVITY_RETENTION_DAYS  # CC keeps activity status 10 days
+    max_queued_activities: int = QUEUED_ACTIVITIES_MAX  # per account, then CC answers 429
     key_retention_seconds: int = 86_400  # how long a rotated-out key stays in the JWKS
     timeout_hold_seconds: float = 30.0  # default hold of a "timeout" fault
 
@@ -112,8 +120,8 @@ class Client:
     client_secret: str = ""
     name: str = ""
     tier: str = "standard"
-    per_second: int = 4
-    per_day: int = 10_000
+    per_second: int = TIER_LIMITS["standard"][0]
+    per_day: int = TIER_LIMITS["standard"][1]
     refresh_mode: str = "rotating"
     auto_approve: bool = False
     access_token_lifetime: int | None = None
@@ -188,6 +196,8 @@ class Account:
     email: str
     name: str
     created_at: float
+    #: ``GET /v3/account/summary``'s ``organization_name``; its ``contact_email`` is ``email``.
+    organization_name: str = ""
     lists: dict[str, ContactList] = field(default_factory=dict)
     contacts: list[Contact] = field(default_factory=list)
     contacts_by_id: dict[str, Contact] = field(default_factory=dict)
@@ -202,6 +212,7 @@ class Account:
             "platform_user_id": self.platform_user_id,
             "email": self.email,
             "name": self.name,
+            "organization_name": self.organization_name,
             "lists": len(self.lists),
             "contacts": len(self.contacts),
         }
@@ -235,7 +246,7 @@ class Account:
         """Add unless already a member or the contact is in 50 lists; True if added."""
         if contact.contact_id in contact_list.members:
             return False
-        if len(self.lists_of(contact.contact_id)) >= MAX_LISTS_PER_CONTACT:
+        if len(self.lists_of(contact.contact_id)) >= LISTS_PER_CONTACT_MAX:
             return False
         contact_list.members[contact.contact_id] = None
         contact_list.updated_at = now
@@ -344,6 +355,7 @@ class Sandbox:
         then preload the ``--config`` again."""
         with self.lock:
             self.faults.clear()
+            self.faults.reset_injected()
             self.limiter.reset()
             self.stats.reset()
             self.clock.reset()
@@ -443,12 +455,14 @@ class Sandbox:
                 raise SandboxError(
                     f"an account with sub {sub!r} already exists", status=HTTPStatus.CONFLICT
                 )
+            name = str(spec.get("name") or email.split("@")[0])
             account = Account(
                 sub=str(sub),
                 platform_user_id=str(spec.get("platform_user_id") or uuid.uuid4()),
                 email=email,
-                name=str(spec.get("name") or email.split("@")[0]),
+                name=name,
                 created_at=self.now(),
+                organization_name=str(spec.get("organization_name") or f"{name}'s organization"),
             )
             self.accounts[account.sub] = account
             return account, True

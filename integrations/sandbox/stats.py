@@ -13,9 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-# Outcomes that are not a plain HTTP status.
-THROTTLED = "throttled"
-QUOTA_EXCEEDED = "quota_exceeded"
+from integrations.constant_contact.errors import QUOTA_EXCEEDED, THROTTLED
+
+# Outcomes that are not a plain HTTP status: CC's two 429 error keys (THROTTLED and
+# QUOTA_EXCEEDED, imported above) and two faults.
 TIMEOUT = "timeout"
 RESET = "reset"
 

@@ -6,7 +6,8 @@ keys are ignored by the validator. Patches applied to the spec before use:
 
 1. ``maxItems: 0`` is dropped wherever it appears: a known spec bug on
    ``ListActivityRemoveContacts`` / ``ListActivityAddContacts`` arrays whose descriptions say
-   50 or 500 (REFERENCE.md §8).
+   50 or 500, the limits CC documents at
+   https://developer.constantcontact.com/api_guide/bulk_activities.html.
 2. ``x-*`` vendor extensions are removed (documentation only).
 
 Formats ``date-time``, ``date`` and ``uuid`` are checked strictly (jsonschema only checks

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.integrations.sandbox.conftest import World
+from tests.integrations.sandbox.conftest import APP, Api, World
 from tests.integrations.sandbox.swagger import (
     assert_api_error,
     assert_gateway_error,
@@ -286,3 +286,48 @@ def test_gateway_errors_are_single_objects(world: World):
     assert_gateway_error(no_token, 401, "unauthorized")
     assert no_token.json() == {"error_key": "unauthorized", "error_message": "Unauthorized"}
     validate(no_token.json(), definition("AuthorizationErrorSchema"))
+
+
+def test_account_summary_matches_the_spec(world: World):
+    api = world.fresh_api_with("account_read")
+    summary = api.get("/v3/account/summary")
+    assert summary.status_code == 200
+    validate(summary.json(), response_schema("/account/summary", "get", 200))
+    assert summary.json()["contact_email"] == "owner@example.com"
+    assert summary.json()["organization_name"] == "Owner's organization"
+    assert "physical_address" not in summary.json()
+
+    both = api.get("/v3/account/summary", params={"extra_fields": "physical_address,company_logo"})
+    validate(both.json(), response_schema("/account/summary", "get", 200))
+    assert both.json()["physical_address"]["country_code"] == "US"
+    assert "company_logo" not in both.json(), "the sandbox account has no logo"
+    assert both.json()["encoded_account_id"] == summary.json()["encoded_account_id"]
+
+    named = world.control.create_account("lola@example.com", organization_name="InstaPrinz")
+    tokens = world.control.mint_tokens(APP, account=named, scope="account_read")
+    other = Api(world.control, tokens["access_token"]).get("/v3/account/summary").json()
+    assert (other["organization_name"], other["contact_email"]) == (
+        "InstaPrinz",
+        "lola@example.com",
+    )
+
+
+@pytest.mark.parametrize("extra_fields", ["logo", "physical_address,shoe_size", ""])
+def test_account_summary_refuses_unknown_extra_fields(world: World, extra_fields):
+    api = world.fresh_api_with("account_read")
+    body = assert_api_error(
+        api.get("/v3/account/summary", params={"extra_fields": extra_fields}), 400
+    )
+    assert body[0]["error_key"] == "contacts.api.validation.error"
+
+
+def test_account_summary_needs_account_read_and_contact_data_is_not_enough(world: World):
+    body = assert_api_error(world.api.get("/v3/account/summary"), 403)
+    assert body[0]["error_key"] == "forbidden"
+    assert "account_read" in body[0]["error_message"]
+    only_account_read = world.fresh_api_with("account_read")
+    assert_api_error(only_account_read.get("/v3/contact_lists"), 403)
+    no_token = world.api.session.get(
+        world.api.base + "/v3/account/summary", headers={"Authorization": ""}
+    )
+    assert_gateway_error(no_token, 401, "unauthorized")

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integrations.sandbox.conftest import APP, SECRET, World
+from tests.integrations.sandbox.conftest import APP, REDIRECT_URI, SECRET, World
 from tests.integrations.sandbox.swagger import assert_api_error, assert_gateway_error
 
 pytestmark = pytest.mark.slow
@@ -44,13 +44,22 @@ def test_faults_can_target_one_client_and_one_path(world: World):
     assert [fault["client_id"] for fault in cc.faults()["api"]] == ["someone-else"]
 
 
+def test_faults_can_target_one_method(world: World):
+    cc, api = world.control, world.api
+    cc.inject_api_fault(500, method="POST", path="/v3/contact_lists")
+    assert api.get("/v3/contact_lists").status_code == 200
+    assert_api_error(api.post("/v3/contact_lists", json={"name": "Held"}), 500)
+    assert cc.faults()["api"] == []
+
+
 def test_timeout_holds_the_connection_past_the_client_read_timeout(world: World):
     cc, api = world.control, world.api
-    cc.inject_api_fault("timeout", hold_seconds=1.0)
+    cc.inject_api_fault("timeout", hold_seconds=10.0)
     started = time.monotonic()
     with pytest.raises(requests.ReadTimeout):
         api.session.get(api.base + "/v3/contacts", timeout=0.3)
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 8  # the client gave up; the hold had 10 s to go
+    cc.clear_faults()  # releases the held connection
     assert api.get("/v3/contacts").status_code == 200
     stats = cc.stats(APP)
     assert (stats.requests, stats.timeouts, stats.status_2xx) == (2, 1, 1)
@@ -148,9 +157,7 @@ def test_jitter_delays_api_and_token_requests(world: World):
     assert time.monotonic() - started >= 0.15
     assert cc.faults()["jitter"] == {"min_ms": 150.0, "max_ms": 200.0}
     cc.set_jitter(0, 0)
-    started = time.monotonic()
-    api.get("/v3/contacts")
-    assert time.monotonic() - started < 0.15
+    assert cc.faults()["jitter"] == {"min_ms": 0.0, "max_ms": 0.0}
 
 
 def test_jitter_is_applied_before_requests_are_counted(world: World):
@@ -163,3 +170,102 @@ def test_jitter_is_applied_before_requests_are_counted(world: World):
     assert cc.stats(APP).today["arrivals"] == 1  # the jittered request is not counted yet
     worker.join(timeout=5)
     assert cc.stats(APP).today["arrivals"] == 2
+
+
+# --- faults the fault suite (bench/faults.py) relies on ---------------------------------------
+def _import(world: World, list_id: str, emails: list[str]) -> requests.Response:
+    body = {"import_data": [{"email": e} for e in emails], "list_ids": [list_id]}
+    return world.api.session.post(
+        world.api.base + "/v3/activities/contacts_json_import", json=body, timeout=1
+    )
+
+
+def test_a_timeout_applied_first_carries_the_request_out_and_loses_only_its_answer(
+    world: World,
+):
+    cc = world.control
+    list_id = world.new_list("Applied")
+    cc.inject_api_fault(
+        "timeout",
+        path="/v3/activities/contacts_json_import",
+        hold_seconds=10,
+        applied_first=True,
+    )
+    with pytest.raises(requests.ReadTimeout):
+        _import(world, list_id, ["held@example.com"])
+    cc.clear_faults()
+    activities = cc.activities(world.account)["activities"]
+    assert [a["kind"] for a in activities] == ["contacts_json_import"]
+    cc.advance_clock(5)
+    assert world.members(list_id) == {"held@example.com"}
+    assert cc.injected() == {"api:timeout": 1}
+
+
+def test_the_same_import_applied_twice_is_counted_as_a_duplicate(world: World):
+    cc = world.control
+    list_id = world.new_list("Twice")
+    for emails in (["a@example.com", "b@example.com"], ["b@example.com", "a@example.com"]):
+        assert _import(world, list_id, emails).status_code == 201
+    assert _import(world, list_id, ["c@example.com"]).status_code == 201
+    cc.advance_clock(5)
+    log = cc.activities(world.account)
+    assert [a["applied"] for a in log["activities"]] == [True, True, True]
+    assert [a["repeats_an_applied_one"] for a in log["activities"]] == [False, True, False]
+    assert log["duplicates"] == 1
+
+
+@pytest.mark.parametrize("state", ["failed", "timed_out", "cancelled"])
+def test_an_activity_fault_ends_the_activity_in_that_state_having_applied_nothing(
+    world: World, state: str
+):
+    cc, api = world.control, world.api
+    list_id = world.new_list(f"Ends {state}")
+    cc.inject_activity_fault(state, kind="contacts_json_import")
+    activity_id = _import(world, list_id, ["never@example.com"]).json()["activity_id"]
+    cc.advance_clock(5)
+    answer = api.get(f"/v3/activities/{activity_id}").json()
+    assert answer["state"] == state
+    assert answer["status"]["person_count"] == 0
+    assert answer["activity_errors"]
+    assert "completed_at" not in answer
+    assert world.members(list_id) == set()
+    assert cc.activities(world.account)["activities"][0]["applied"] is False
+    # The next one completes: the fault took one activity.
+    _import(world, list_id, ["next@example.com"])
+    cc.advance_clock(5)
+    assert world.members(list_id) == {"next@example.com"}
+    assert cc.injected() == {f"activity:{state}": 1}
+
+
+def test_an_activity_fault_waits_for_an_activity_of_its_kind(world: World):
+    cc = world.control
+    list_id = world.new_list("Kinds")
+    cc.inject_activity_fault("failed", kind="remove_list_memberships")
+    _import(world, list_id, ["kept@example.com"])
+    cc.advance_clock(5)
+    assert world.members(list_id) == {"kept@example.com"}
+    assert cc.faults()["activity"][0]["kind"] == "remove_list_memberships"
+
+
+def test_a_token_timeout_applied_first_rotates_the_refresh_token_and_loses_the_answer(
+    world: World,
+):
+    cc = world.control
+    cc.register_client(
+        APP, client_secret=SECRET, redirect_uris=[REDIRECT_URI], refresh_mode="rotating"
+    )
+    refresh_token = cc.mint_tokens(APP, account=world.account)["refresh_token"]
+    cc.inject_token_fault("timeout", hold_seconds=0.2, applied_first=True)
+    lost = _refresh(world, refresh_token)
+    assert (lost.status_code, lost.json()["error"]) == (503, "temporarily_unavailable")
+    # CC rotated it while the answer was lost: the old token is spent.
+    assert _refresh(world, refresh_token).json()["error"] == "invalid_grant"
+    assert cc.injected() == {"token:timeout": 1}
+
+
+def test_a_token_timeout_not_applied_leaves_the_refresh_token_usable(world: World):
+    cc = world.control
+    refresh_token = cc.mint_tokens(APP, account=world.account)["refresh_token"]
+    cc.inject_token_fault("timeout", hold_seconds=0.2)
+    assert _refresh(world, refresh_token).status_code == 503
+    assert _refresh(world, refresh_token).status_code == 200

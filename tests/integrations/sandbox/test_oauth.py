@@ -12,14 +12,13 @@ import pytest
 import requests
 from jsonschema import Draft4Validator
 
+from integrations.constant_contact.endpoints import JWT_AUDIENCE, JWT_ISSUER
 from integrations.sandbox.control import SandboxControl, SandboxControlError
 from tests.integrations.sandbox.conftest import APP, REDIRECT_URI, SECRET, Api, World, pkce_pair
 from tests.integrations.sandbox.swagger import assert_api_error, assert_gateway_error
 
 pytestmark = pytest.mark.slow
 
-CC_ISSUER = "https://identity.constantcontact.com/oauth2/aus1lm3ry9mF7x2Ja0h8"
-CC_AUDIENCE = "https://api.cc.email/v3"
 SCOPES = "contact_data offline_access"
 
 # AccessTokenResponse in CC's official SDKs (not part of swagger.yaml).
@@ -66,8 +65,8 @@ def test_code_flow_with_basic_auth_issues_cc_shaped_tokens(world: World):
     assert body["expires_in"] == 86_400
     assert body["scope"] == SCOPES
     claims = claims_of(body["access_token"])
-    assert claims["iss"] == CC_ISSUER
-    assert claims["aud"] == CC_AUDIENCE
+    assert claims["iss"] == JWT_ISSUER
+    assert claims["aud"] == JWT_AUDIENCE
     assert claims["exp"] - claims["iat"] == 86_400
     assert claims["cid"] == APP
     assert claims["scp"] == ["contact_data", "offline_access"]
@@ -303,8 +302,8 @@ def test_access_token_verifies_with_pyjwt_against_the_served_jwks(world: World):
         token,
         signing_key.key,
         algorithms=["RS256"],
-        audience=CC_AUDIENCE,
-        issuer=CC_ISSUER,
+        audience=JWT_AUDIENCE,
+        issuer=JWT_ISSUER,
         options={"require": ["exp", "iat", "iss", "aud", "sub"]},
     )
     assert claims["cid"] == APP
@@ -320,7 +319,7 @@ def test_key_rotation_keeps_old_tokens_verifiable_until_the_old_key_retires(worl
     jwks = jwt.PyJWKClient(cc.jwks_url)
     for token in (old_token, new_token):
         key = jwks.get_signing_key_from_jwt(token).key
-        jwt.decode(token, key, algorithms=["RS256"], audience=CC_AUDIENCE, issuer=CC_ISSUER)
+        jwt.decode(token, key, algorithms=["RS256"], audience=JWT_AUDIENCE, issuer=JWT_ISSUER)
         assert Api(cc, token).get("/v3/contact_lists").status_code == 200
     cc.advance_clock(3_601)
     published = [key["kid"] for key in requests.get(cc.jwks_url, timeout=10).json()["keys"]]

@@ -1,9 +1,8 @@
 """The sandbox as a process: ``run_sandbox`` output and signals, ``start_sandbox`` with a
-config, and the preparation ``make run`` relies on."""
+config."""
 
 from __future__ import annotations
 
-import io
 import signal
 import subprocess
 import sys
@@ -11,9 +10,7 @@ import sys
 import pytest
 import requests
 
-from integrations.models import ApiKey
-from integrations.sandbox.control import SandboxControl
-from integrations.sandbox.process import BASE_DIR, sandbox_prepare_for_portal, start_sandbox
+from integrations.sandbox.process import BASE_DIR, start_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -83,38 +80,3 @@ def test_start_sandbox_preloads_a_config_and_reset_restores_it():
             a["email"] for a in requests.get(f"{process.url}/__sandbox/accounts").json()["accounts"]
         ] == ["demo@example.com"]
     assert process.popen.returncode == 0
-
-
-@pytest.mark.django_db
-def test_prepare_for_portal_creates_the_key_once_and_registers_it(cc_sandbox: SandboxControl):
-    out = io.StringIO()
-    portal = "http://127.0.0.1:8000"
-    sandbox_prepare_for_portal(sandbox_url=cc_sandbox.url, portal_url=portal, stdout=out)
-    key = ApiKey.objects.get(client_id="sandbox-client")
-    assert (key.name, key.redirect_uri, key.tier) == (
-        "Sandbox app",
-        f"{portal}/accounts/callback/",
-        "standard",
-    )
-    secret = key.client_secret
-    assert secret and secret not in out.getvalue()
-    assert out.getvalue().count("\n") == 1
-    assert "demo@example.com" in out.getvalue()
-
-    cc_sandbox.reset()  # as if the sandbox restarted
-    sandbox_prepare_for_portal(sandbox_url=cc_sandbox.url, portal_url=portal, stdout=out)
-    assert ApiKey.objects.get(client_id="sandbox-client").client_secret == secret
-    # The sandbox knows the same secret: a bogus refresh is invalid_grant, not invalid_client.
-    refresh = requests.post(
-        cc_sandbox.token_url,
-        data={"grant_type": "refresh_token", "refresh_token": "nope"},
-        auth=("sandbox-client", secret),
-        timeout=5,
-    )
-    assert refresh.json()["error"] == "invalid_grant"
-    code = cc_sandbox.authorize(
-        "sandbox-client", f"{portal}/accounts/callback/", "contact_data offline_access", "st"
-    )
-    assert code
-    summary = cc_sandbox.account("demo@example.com")
-    assert len(summary["contact_lists"]) == 3 and summary["contacts"] > 200

@@ -54,3 +54,46 @@ def test_chunked_request_bodies_are_read(server: SandboxServer):
     response = requests.post(f"{server.url}/__sandbox/accounts", data=body(), timeout=5)
     assert response.status_code == 201
     assert response.json()["email"] == "chunked@example.com"
+
+
+def test_an_outage_refuses_connections_then_serves_again_on_the_same_port():
+    sandbox = Sandbox()
+    server = SandboxServer(("127.0.0.1", 0), SandboxApp(sandbox))
+    sandbox.faults.outage_starter = server.start_outage
+    thread = threading.Thread(target=server.serve, kwargs={"poll_interval": 0.05})
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/__sandbox/health"
+    try:
+        kept = requests.Session()
+        assert kept.get(url, timeout=5).status_code == 200
+        outage = requests.post(
+            f"http://127.0.0.1:{server.server_port}/__sandbox/faults/outage",
+            json={"seconds": 600.0},  # ended below, so a slow machine cannot outlast it
+            timeout=5,
+        )
+        assert outage.status_code == 202
+        refused = False
+        for _ in range(40):  # the outage begins a moment after its answer
+            try:
+                requests.get(url, timeout=1)
+            except requests.ConnectionError:
+                refused = True
+                break
+        assert refused
+        # Kept-alive connections are shut too: nothing is served during the outage.
+        with pytest.raises(requests.ConnectionError):
+            kept.get(url, timeout=1)
+        server.end_outage()
+        answered = None
+        for _ in range(100):
+            try:
+                answered = requests.get(url, timeout=1).status_code
+                break
+            except requests.ConnectionError:
+                threading.Event().wait(0.05)
+        assert answered == 200
+        assert sandbox.faults.injected_counts() == {"outage": 1}
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+        server.server_close()
