@@ -1,18 +1,29 @@
 """Typed Constant Contact v3 endpoints over an injected sender.
 
 ``ConstantContact(send)`` takes any callable with the gateway's shape,
-``send(method, path, *, params=None, json=None, files=None, accept=...)``, returning the parsed
-JSON (or text for CSV). ccportal passes ``functools.partial(cc_call, account=..., lane=...)``,
-so every call below is rate-limited, authorised, retried and recorded by the gateway.
-Paths are relative to the API base (``https://api.cc.email/v3``).
+``send(method, path, *, params=None, json=None, files=None, data=None, accept=...)``, returning
+the parsed JSON (or text for CSV). ccportal passes one that goes through ``cc_call``, so every
+call below is rate-limited, authorised, retried and recorded by the gateway; tests pass a
+:class:`~integrations.constant_contact.testing.FakeSender`. Paths are relative to the API base
+(``https://api.cc.email/v3``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+from integrations.constant_contact.errors import CCUnexpectedAnswer
+from integrations.constant_contact.limits import (
+    ACTIVITIES_PAGE_MAX,
+    ACTIVITY_TERMINAL_STATES,
+    CONTACT_LISTS_PAGE_MAX,
+    CONTACTS_PAGE_MAX,
+)
 
 
 class Sender(Protocol):
@@ -29,6 +40,20 @@ class Sender(Protocol):
     ) -> Any: ...
 
 
+def compact_json(value: object) -> str:
+    """JSON without spaces, ASCII only: its length in characters is its length in bytes, and
+    it is the larger of the two encodings, so a body measured with it fits however it is sent."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def json_import_body(import_data: Sequence[Mapping[str, object]], list_ids: Sequence[str]) -> bytes:
+    """The exact body ``contacts_json_import`` sends. CC drops whatever lies past 4 MB, so the
+    bulk engine measures its chunks with :func:`compact_json` and this is what goes out."""
+    return compact_json({"import_data": list(import_data), "list_ids": list(list_ids)}).encode(
+        "ascii"
+    )
+
+
 def next_page_path(page: dict[str, Any]) -> str | None:
     """CC's cursor link (``_links.next.href``, e.g. ``/v3/contacts?cursor=...``) as a path
     relative to the API base, or None on the last page."""
@@ -40,6 +65,98 @@ def next_page_path(page: dict[str, Any]) -> str | None:
     if path.startswith("/v3/"):
         path = path[len("/v3") :]
     return f"{path}?{parts.query}" if parts.query else path
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What CC says of a bulk activity (``ActivityImport``, ``ActivityExportStatus``,
+    ``ActivityListsMembership``, ``Activity``): the shape the bulk engine relies on."""
+
+    activity_id: str
+    state: str
+    percent_done: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    results_href: str = ""
+    #: When CC created it, epoch seconds (0 when CC did not say).
+    created_at: float = 0.0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in ACTIVITY_TERMINAL_STATES
+
+    @property
+    def file_export_id(self) -> str:
+        """The id of an export's CSV (the last segment of ``_links.results.href``); CC uses
+        the activity id, which is the answer when the link is missing."""
+        return self.results_href.rstrip("/").rsplit("/", 1)[-1] or self.activity_id
+
+    @classmethod
+    def from_json(cls, data: Any) -> Activity:
+        if not isinstance(data, dict) or not isinstance(data.get("activity_id"), str):
+            raise CCUnexpectedAnswer("Constant Contact's activity answer has no activity_id.")
+        status = data.get("status") if isinstance(data.get("status"), dict) else {}
+        links = data.get("_links") if isinstance(data.get("_links"), dict) else {}
+        results = links.get("results") if isinstance(links.get("results"), dict) else {}
+        return cls(
+            activity_id=data["activity_id"],
+            state=str(data.get("state") or "initialized"),
+            percent_done=_whole(data.get("percent_done")),
+            status={str(k): _whole(v) for k, v in status.items()},
+            errors=tuple(_error_text(e) for e in (data.get("activity_errors") or [])),
+            results_href=str(results.get("href") or ""),
+            created_at=_epoch(data.get("created_at")),
+        )
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """Who a connection belongs to, from CC's ``Customer`` (``GET /account/summary``).
+
+    CC's API names no login: ``Customer`` has no login field, and the access token carries
+    only ids (``sub``, ``platform_user_id``; an ``email`` claim only if ``openid email`` were
+    asked for). ``contact_email``, the address CC keeps for the account owner, is the closest
+    the reference offers, and ccportal shows it as the account's login email.
+    """
+
+    organization_name: str = ""
+    contact_email: str = ""
+    encoded_account_id: str = ""
+    first_name: str = ""
+    last_name: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> AccountSummary:
+        if not isinstance(data, dict):
+            raise CCUnexpectedAnswer("Constant Contact's account summary is not an object.")
+        values = {f.name: data.get(f.name) for f in fields(cls)}
+        wrong = [name for name, value in values.items() if not isinstance(value, str | None)]
+        if wrong:
+            raise CCUnexpectedAnswer(
+                f"Constant Contact's account summary has a {wrong[0]} that is not a string."
+            )
+        return cls(**{name: (value or "").strip() for name, value in values.items()})
+
+
+def _epoch(value: Any) -> float:
+    try:
+        return dt.datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _error_text(error: Any) -> str:
+    # The spec types activity_errors as strings; objects with a message have been seen too.
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("error_message") or error)
+    return str(error)
 
 
 class ConstantContact:
@@ -56,123 +173,68 @@ class ConstantContact:
             page = self._send("GET", following)
             yield page
 
+    # --- account ----------------------------------------------------------------------------
+    def account_summary(self) -> AccountSummary:
+        """The account's organisation name and owner email (needs the ``account_read`` scope)."""
+        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Account_Services/getAccountById
+        # No extra_fields: physical_address and company_logo are not needed to name the account.
+        return AccountSummary.from_json(self._send("GET", "/account/summary"))
+
     # --- contact lists ----------------------------------------------------------------------
-    def contact_lists(
-        self, *, include_membership_count: bool = True, limit: int = 500
-    ) -> list[dict[str, Any]]:
-        """All contact lists, with membership counts."""
+    def contact_lists(self) -> list[dict[str, Any]]:
+        """Every contact list of the account with its membership count."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contact_Lists/getLists
-        params: dict[str, Any] = {"limit": limit, "include_count": "true"}
-        if include_membership_count:
-            params["include_membership_count"] = "all"
+        params = {
+            "limit": CONTACT_LISTS_PAGE_MAX,
+            "include_count": "true",
+            "include_membership_count": "all",
+        }
         return [
             item
             for page in self.pages("/contact_lists", params=params)
             for item in page.get("lists", [])
         ]
 
-    def contact_list_create(
-        self, *, name: str, description: str = "", favorite: bool = False
-    ) -> dict[str, Any]:
-        """Create a list (409 when the name is taken)."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contact_Lists/createList
-        body = {"name": name, "favorite": favorite, "description": description}
-        return self._send("POST", "/contact_lists", json=body)
-
-    def contact_list(self, list_id: str) -> dict[str, Any]:
-        """One list with its membership count."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contact_Lists/getList
-        return self._send(
-            "GET", f"/contact_lists/{list_id}", params={"include_membership_count": "all"}
-        )
-
     # --- contacts ---------------------------------------------------------------------------
     def contacts(
-        self, *, list_id: str | None = None, limit: int = 500, include_lists: bool = False
+        self, *, list_id: str | None = None, limit: int = CONTACTS_PAGE_MAX
     ) -> Iterator[dict[str, Any]]:
-        """Contacts, optionally only members of one list, page by page."""
+        """Contacts, optionally only the members of one list, ``limit`` to a page."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contacts/getContacts
         params: dict[str, Any] = {"limit": limit}
         if list_id:
             params["lists"] = list_id
-        if include_lists:
-            params["include"] = "list_memberships"
         for page in self.pages("/contacts", params=params):
             yield from page.get("contacts", [])
 
-    def contact_create(
-        self,
-        *,
-        email: str,
-        first_name: str = "",
-        last_name: str = "",
-        list_ids: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """Create one contact (409 when the email exists)."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contacts/createContact
-        body: dict[str, Any] = {"email_address": {"address": email}, "create_source": "Account"}
-        if first_name:
-            body["first_name"] = first_name
-        if last_name:
-            body["last_name"] = last_name
-        if list_ids:
-            body["list_memberships"] = list_ids
-        return self._send("POST", "/contacts", json=body)
-
-    def contact(self, contact_id: str) -> dict[str, Any]:
-        """One contact with its list memberships."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Contacts/getContact
-        return self._send("GET", f"/contacts/{contact_id}", params={"include": "list_memberships"})
-
     # --- bulk activities --------------------------------------------------------------------
-    def contact_export_create(
-        self, *, list_ids: list[str], fields: list[str] | None = None
-    ) -> dict[str, Any]:
+    def contact_export_create(self, *, list_ids: list[str], fields: list[str]) -> Activity:
         """Start a CSV export of the members of up to 50 lists."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/postContactsExport
-        body: dict[str, Any] = {"list_ids": list_ids}
-        if fields:
-            body["fields"] = fields
-        return self._send("POST", "/activities/contact_exports", json=body)
+        body = {"list_ids": list_ids, "fields": fields}
+        return Activity.from_json(self._send("POST", "/activities/contact_exports", json=body))
 
     def contact_export_download(self, file_export_id: str) -> str:
         """The CSV of a completed export."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/getContactsExport
-        return self._send("GET", f"/contact_exports/{file_export_id}", accept="text/csv")
+        answer = self._send("GET", f"/contact_exports/{file_export_id}", accept="text/csv")
+        return answer if isinstance(answer, str) else ""
 
     def contacts_json_import(
-        self, *, contacts: list[dict[str, Any]], list_ids: list[str]
-    ) -> dict[str, Any]:
+        self, *, contacts: Sequence[Mapping[str, object]], list_ids: list[str]
+    ) -> Activity:
         """Import up to 40,000 contacts (< 4 MB) into lists; matched by email, supplied fields only."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/bulkImportContactsJSON
-        # Compact JSON: CC drops whatever lies past 4 MB, so the body sent must be the body
-        # that was measured when the contacts were chunked.
-        body = json.dumps({"import_data": contacts, "list_ids": list_ids}, separators=(",", ":"))
-        return self._send("POST", "/activities/contacts_json_import", data=body.encode("ascii"))
-
-    def contacts_file_import(
-        self, *, csv_bytes: bytes, list_ids: list[str], filename: str = "contacts.csv"
-    ) -> dict[str, Any]:
-        """Import a CSV file (≤ 40,000 lines incl. header, ≤ 4 MB) into lists."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/contactsCSVImport
-        files = {"file": (filename, csv_bytes, "text/csv"), "list_ids": (None, ",".join(list_ids))}
-        return self._send("POST", "/activities/contacts_file_import", files=files)
-
-    def list_memberships_add(
-        self, *, contact_ids: list[str], list_ids: list[str]
-    ) -> dict[str, Any]:
-        """Add up to 500 contacts to up to 50 lists."""
-        # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/postListAddContact
-        body = {"source": {"contact_ids": contact_ids}, "list_ids": list_ids}
-        return self._send("POST", "/activities/add_list_memberships", json=body)
+        body = json_import_body(contacts, list_ids)
+        return Activity.from_json(self._send("POST", "/activities/contacts_json_import", data=body))
 
     def list_memberships_remove(
         self,
         *,
+        list_ids: list[str],
         contact_ids: list[str] | None = None,
         source_list_ids: list[str] | None = None,
-        list_ids: list[str],
-    ) -> dict[str, Any]:
+    ) -> Activity:
         """Remove up to 500 contacts (or every member of source lists) from up to 50 lists."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/postListRemoveContact
         source: dict[str, Any] = (
@@ -180,21 +242,21 @@ class ConstantContact:
             if contact_ids is not None
             else {"list_ids": source_list_ids}
         )
-        return self._send(
-            "POST",
-            "/activities/remove_list_memberships",
-            json={"source": source, "list_ids": list_ids},
+        return Activity.from_json(
+            self._send(
+                "POST",
+                "/activities/remove_list_memberships",
+                json={"source": source, "list_ids": list_ids},
+            )
         )
 
-    def activities(self, *, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Recent activities of the account (one page, newest first)."""
+    def activities(self, *, limit: int = ACTIVITIES_PAGE_MAX) -> list[Activity]:
+        """The account's recent activities, newest first (one page)."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/getActivityStatusCollection
-        params: dict[str, Any] = {"limit": limit}
-        if state:
-            params["state"] = state
-        return self._send("GET", "/activities", params=params).get("activities", [])
+        page = self._send("GET", "/activities", params={"limit": limit})
+        return [Activity.from_json(item) for item in (page or {}).get("activities", [])]
 
-    def activity(self, activity_id: str) -> dict[str, Any]:
+    def activity(self, activity_id: str) -> Activity:
         """One activity's state, percent_done, status counts and errors."""
         # Reference: https://developer.constantcontact.com/api_reference/index.html#!/Bulk_Activities/getActivityById
-        return self._send("GET", f"/activities/{activity_id}")
+        return Activity.from_json(self._send("GET", f"/activities/{activity_id}"))

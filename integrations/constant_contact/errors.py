@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
+
+#: CC's ``error_key`` for more calls in a second than the key allows (429).
+THROTTLED: Final = "throttled"
+#: CC's ``error_key`` for a key whose daily budget is spent until 00:00 UTC (429).
+QUOTA_EXCEEDED: Final = "quota_exceeded"
+#: CC's ``error_key`` for a missing, malformed or expired access token (401).
+UNAUTHORIZED: Final = "unauthorized"
+#: What the gateway records as ``error_key`` when no HTTP answer arrived.
+NO_ANSWER_TIMEOUT: Final = "timeout"
+NO_ANSWER_CONNECTION: Final = "connection_error"
 
 
 class CCError(Exception):
@@ -17,6 +27,10 @@ class CCTransportError(CCError):
     def __init__(self, message: str, *, timeout: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class CCUnexpectedAnswer(CCError):
+    """CC answered 2xx with a body that lacks what the endpoint documents."""
 
 
 class CCHTTPError(CCError):
@@ -133,9 +147,9 @@ def http_error_for(
     key = error_key_of(body)
     kwargs = {"status": status, "method": method, "path": path, "body": body}
     if status == HTTPStatus.TOO_MANY_REQUESTS:
-        if key == "quota_exceeded":
+        if key == QUOTA_EXCEEDED:
             return CCQuotaExceeded(reset_at=reset_at, **kwargs)
-        if key == "throttled":
+        if key == THROTTLED:
             return CCThrottled(**kwargs)
         return CCActivityQueueFull(**kwargs)
     if status == HTTPStatus.UNAUTHORIZED:

@@ -1,5 +1,8 @@
 """CC's OAuth2 server: the authorize URL and the token endpoint (code exchange, refresh).
 
+Every function here handles secrets; callers mark their own frames (and so these, which run
+below them) with Django's ``sensitive_variables`` so error reports never show them.
+
 Reference: https://developer.constantcontact.com/api_guide/server_flow.html
 Reference: https://developer.constantcontact.com/api_guide/pkce_flow.html
 """
@@ -14,7 +17,6 @@ from http import HTTPStatus
 from urllib.parse import urlencode
 
 import requests
-from django.views.decorators.debug import sensitive_variables
 
 from integrations.constant_contact.errors import CCTransportError, OAuthError
 
@@ -60,7 +62,6 @@ def authorize_url(
     return f"{endpoint}?{urlencode(params)}"
 
 
-@sensitive_variables()
 def _token_request(
     *,
     session: requests.Session,
@@ -122,7 +123,6 @@ def _token_request(
     )
 
 
-@sensitive_variables()
 def token_exchange_code(
     *,
     session: requests.Session,
@@ -146,7 +146,6 @@ def token_exchange_code(
     )
 
 
-@sensitive_variables()
 def token_refresh(
     *,
     session: requests.Session,
