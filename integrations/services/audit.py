@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import re
 from collections.abc import Iterator
 from http import HTTPStatus
 
@@ -12,6 +13,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ccportal.logging import HIDDEN, QUERY_SECRET_PARAMETERS, SECRET_PARAMETERS, scrub
+from integrations.constant_contact.errors import QUOTA_EXCEEDED, THROTTLED
 from integrations.models import (
     ApiCall,
     ApiKey,
@@ -19,7 +22,19 @@ from integrations.models import (
     CallKind,
     ConnectedAccount,
     DailyUsage,
+    HourlyUsage,
     Lane,
+)
+
+#: How much of CC's error body a call keeps (the call's page shows all of it).
+ERROR_DETAIL_MAX = 1000
+#: A JWT (CC's access tokens are JWTs): three base64url parts, the first a JSON header.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+#: ``Bearer <anything>``, as an Authorization header echoed back would show it.
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+")
+#: A secret as a JSON member: ``"access_token": "…"``.
+_SECRET_MEMBER = re.compile(
+    r'"(' + "|".join(SECRET_PARAMETERS + QUERY_SECRET_PARAMETERS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 )
 
 _current_job: contextvars.ContextVar[BulkJob | None] = contextvars.ContextVar(
@@ -49,12 +64,15 @@ def api_call_record(
     attempt: int = 1,
     lane: str = Lane.INTERACTIVE,
     kind: str = CallKind.API,
+    error_detail: str = "",
     at: dt.datetime | None = None,
 ) -> ApiCall:
-    """Insert the ApiCall and bump the key's DailyUsage row for that UTC day, atomically."""
+    """Insert the ApiCall and bump its rollups — the key's UTC day (DailyUsage) and the key
+    and account's UTC hour (HourlyUsage) — atomically. ``error_detail`` (CC's error body) is
+    kept without secrets and at most :data:`ERROR_DETAIL_MAX` characters long."""
     at = at or timezone.now()
-    throttled = status_code == HTTPStatus.TOO_MANY_REQUESTS and error_key == "throttled"
-    quota = status_code == HTTPStatus.TOO_MANY_REQUESTS and error_key == "quota_exceeded"
+    throttled = status_code == HTTPStatus.TOO_MANY_REQUESTS and error_key == THROTTLED
+    quota = status_code == HTTPStatus.TOO_MANY_REQUESTS and error_key == QUOTA_EXCEEDED
     failed = status_code is None or status_code >= HTTPStatus.BAD_REQUEST
     with transaction.atomic():
         call = ApiCall.objects.create(
@@ -65,6 +83,7 @@ def api_call_record(
             path_template=path_template[:200],
             status_code=status_code,
             error_key=error_key[:100],
+            error_detail=error_detail_clean(error_detail),
             latency_ms=max(0, int(latency_ms)),
             attempt=attempt,
             lane=lane,
@@ -73,16 +92,37 @@ def api_call_record(
         )
         day = at.astimezone(dt.UTC).date()
         increments = {
-            "calls": F("calls") + 1,
+            # CC's daily budget counts API calls; token-endpoint calls are counted apart.
+            "calls": F("calls") + int(kind == CallKind.API),
             "errors": F("errors") + int(failed),
             "throttled": F("throttled") + int(throttled),
             "quota_exceeded": F("quota_exceeded") + int(quota),
             "token_calls": F("token_calls") + int(kind == CallKind.TOKEN),
         }
-        updated = DailyUsage.objects.filter(api_key=api_key, date=day).update(**increments)
-        if not updated:
-            # First call of the day: create the row (racing writers meet the unique constraint
-            # inside get_or_create), then count this call like any other.
-            usage, _ = DailyUsage.objects.get_or_create(api_key=api_key, date=day)
-            DailyUsage.objects.filter(pk=usage.pk).update(**increments)
+        _bump(DailyUsage, increments, api_key=api_key, date=day)
+        hour = at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        _bump(HourlyUsage, increments, api_key=api_key, account=account, hour=hour)
     return call
+
+
+def error_detail_clean(text: str) -> str:
+    """``text`` with no token in it, shortened to :data:`ERROR_DETAIL_MAX` characters.
+
+    Secret parameters and URL passwords go the way the logs hide them (``scrub``); secrets
+    as JSON members, bearer tokens and anything shaped like a JWT go too. Cleaned first, shortened after, so a token
+    cut in two at the limit cannot slip past the patterns.
+    """
+    cleaned = _SECRET_MEMBER.sub(lambda m: f'"{m[1]}": "{HIDDEN}"', scrub(text))
+    cleaned = _BEARER.sub(lambda m: f"{m[1]} {HIDDEN}", cleaned)
+    cleaned = _JWT.sub(HIDDEN, cleaned).strip()
+    if len(cleaned) > ERROR_DETAIL_MAX:
+        cleaned = cleaned[: ERROR_DETAIL_MAX - 1] + "…"
+    return cleaned
+
+
+def _bump(model, increments: dict, **row) -> None:
+    """Add ``increments`` to the rollup row ``row`` names, creating it on its first call
+    (racing writers meet the unique constraint inside get_or_create, then update)."""
+    if not model.objects.filter(**row).update(**increments):
+        usage, _ = model.objects.get_or_create(**row)
+        model.objects.filter(pk=usage.pk).update(**increments)

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.db import transaction
 
+from integrations import crypto
 from integrations.fields import EncryptedTextField
+
+
+@dataclass
+class RotationReport:
+    #: Rows rewritten under the newest key, per model label.
+    rewritten: dict[str, int] = field(default_factory=dict)
+    #: Values no configured key opens, as "<model label> #<pk> <field>"; left as they were.
+    unreadable: list[str] = field(default_factory=list)
 
 
 def encryption_keys_rotate(
     *, batch_size: int = 500, on_progress: Callable[[str, int], None] | None = None
-) -> dict[str, int]:
-    """Rewrite each encrypted value with the newest key; returns rows rewritten per model.
+) -> RotationReport:
+    """Rewrite each encrypted value with the newest key.
 
-    Reading opens a value with whichever key wrote it; saving encrypts with the first key.
-    After this, keys other than the first can be removed from FIELD_ENCRYPTION_KEYS.
+    Reading opens a value with whichever key wrote it; saving encrypts with the first key. A
+    value no key opens is written back exactly as it was and named in the report: the keys
+    other than the first can be removed only when that list is empty.
     """
-    rewritten: dict[str, int] = {}
+    report = RotationReport()
     for model in apps.get_app_config("integrations").get_models():
         fields = [f.name for f in model._meta.fields if isinstance(f, EncryptedTextField)]
         if not fields:
@@ -32,7 +43,13 @@ def encryption_keys_rotate(
                 rows = list(model.objects.select_for_update().filter(pk__in=batch))
                 model.objects.bulk_update(rows, fields)
             count += len(rows)
+            report.unreadable.extend(
+                f"{model._meta.label} #{row.pk} {name}"
+                for row in rows
+                for name in fields
+                if crypto.is_unreadable(getattr(row, name))
+            )
             if on_progress:
                 on_progress(model._meta.label, count)
-        rewritten[model._meta.label] = count
-    return rewritten
+        report.rewritten[model._meta.label] = count
+    return report

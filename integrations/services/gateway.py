@@ -19,12 +19,14 @@ Other code should use :func:`cc_client` for typed endpoints, or ``cc_call`` for 
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 import random
 import re
 import time
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 from django.core.cache import cache
@@ -33,6 +35,9 @@ from urllib3.exceptions import NewConnectionError
 from integrations import conf
 from integrations.constant_contact.client import ConstantContact
 from integrations.constant_contact.errors import (
+    NO_ANSWER_CONNECTION,
+    NO_ANSWER_TIMEOUT,
+    THROTTLED,
     CCActivityQueueFull,
     CCError,
     CCHTTPError,
@@ -40,7 +45,9 @@ from integrations.constant_contact.errors import (
     CCTransportError,
     http_error_for,
 )
-from integrations.constant_contact.http import session_create
+from integrations.constant_contact.http import shared_session
+from integrations.constant_contact.limits import next_utc_midnight
+from integrations.errors import PortalError
 from integrations.models import ConnectedAccount, Lane
 from integrations.services import quota
 from integrations.services.audit import api_call_record
@@ -56,15 +63,6 @@ ACTIVITY_QUEUE_BACKOFF = 60.0
 _ID_SEGMENT = re.compile(
     r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\d+)$"
 )
-
-_session: requests.Session | None = None
-
-
-def _http() -> requests.Session:
-    global _session
-    if _session is None:
-        _session = session_create()
-    return _session
 
 
 def path_template(path: str) -> str:
@@ -100,6 +98,39 @@ def _parse(response: requests.Response) -> Any:
     return response.text
 
 
+class PathOutsideApi(PortalError):
+    """A path that would leave CC's ``/v3`` API (with the account's bearer token) is refused."""
+
+
+#: Characters no API path holds: a backslash (read as "/" by some servers), controls, "#".
+_FORBIDDEN_IN_PATH = re.compile(r"[\\\x00-\x1f\x7f#]")
+
+
+def api_path_check(path: str) -> str:
+    """``path`` with a leading "/", if it stays inside the API base; else
+    :class:`PathOutsideApi`. Refused: absolute URLs and ``//host``, ``.``/``..`` segments (also
+    percent-encoded, however many times), encoded slashes, backslashes and control characters.
+    """
+    raw = path if path.startswith("/") else "/" + path
+    bare = raw.split("?", 1)[0]
+    decoded, previous = bare, None
+    while decoded != previous:  # %252e%252e is %2e%2e is ..
+        previous, decoded = decoded, unquote(decoded)
+    problem = None
+    if "://" in path or bare.startswith("//"):
+        problem = "it is an absolute URL; give the path relative to /v3, e.g. /contact_lists"
+    elif _FORBIDDEN_IN_PATH.search(decoded):
+        problem = "it holds a backslash, a control character or a '#'"
+    elif decoded.count("/") != bare.count("/"):
+        problem = "it holds an encoded '/'"
+    elif any(segment in (".", "..") for segment in decoded.split("/")):
+        problem = "it holds a '.' or '..' segment, which would leave /v3"
+    if problem:
+        shown = path if len(path) <= 80 else path[:77] + "..."
+        raise PathOutsideApi(f"the path {shown!r} is refused: {problem}.")
+    return raw
+
+
 def cc_call(
     *,
     account: ConnectedAccount,
@@ -120,10 +151,8 @@ def cc_call(
     ``quota.QuotaStoreUnavailable``, or the token service's errors.
     """
     method = method.upper()
-    if lane not in Lane.values:
-        raise ValueError(f"lane must be one of {', '.join(Lane.values)}, not {lane!r}")
-    if not path.startswith("/"):
-        path = "/" + path
+    lane = Lane.check(lane)
+    path = api_path_check(path)
     template = path_template(path)
     api_key = account.api_key
     url = conf.cc_endpoints().api_base_url + path
@@ -153,11 +182,14 @@ def cc_call(
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            response = _http().request(
+            connect_timeout, read_timeout = conf.api_timeouts()
+            session = shared_session(connect_timeout=connect_timeout, read_timeout=read_timeout)
+            response = session.request(
                 method, url, params=params, json=json, files=files, data=data, headers=headers
             )
         except requests.RequestException as exc:
-            error_key = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            timed_out = isinstance(exc, requests.Timeout)
+            error_key = NO_ANSWER_TIMEOUT if timed_out else NO_ANSWER_CONNECTION
             _record(account, method, template, None, error_key, started, attempt, lane)
             never_sent = isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc)
             if (never_sent or method in IDEMPOTENT) and attempt < MAX_ATTEMPTS:
@@ -179,16 +211,26 @@ def cc_call(
                 method=method,
                 path=template,
                 body=body,
-                reset_at=quota.next_utc_midnight(),
+                reset_at=next_utc_midnight(),
             )
         )
         error_key = error.error_key if error else ""
-        _record(account, method, template, status, error_key, started, attempt, lane)
+        _record(
+            account,
+            method,
+            template,
+            status,
+            error_key,
+            started,
+            attempt,
+            lane,
+            error_detail=_error_detail(error.body) if error else "",
+        )
         if error is None:
             return body
 
         if status == HTTPStatus.TOO_MANY_REQUESTS:
-            if error_key == "throttled":
+            if error_key == THROTTLED:
                 logger.error(
                     "CC throttled key %s (429 throttled) although every call was booked: "
                     "pausing the key for 1 s and widening its slot spacing.",
@@ -238,6 +280,8 @@ def _record(
     started: float,
     attempt: int,
     lane: str,
+    *,
+    error_detail: str = "",
 ) -> None:
     api_call_record(
         api_key=account.api_key,
@@ -249,7 +293,18 @@ def _record(
         latency_ms=int((time.monotonic() - started) * 1000),
         attempt=attempt,
         lane=lane,
+        error_detail=error_detail,
     )
+
+
+def _error_detail(body: Any) -> str:
+    """CC's error body as the call ledger keeps it: text as sent, JSON re-serialised
+    (``api_call_record`` hides secrets and shortens it)."""
+    if body is None:
+        return ""
+    if isinstance(body, str):
+        return body
+    return json_module.dumps(body, ensure_ascii=False, default=str)
 
 
 def cc_client(*, account: ConnectedAccount, lane: str = Lane.INTERACTIVE) -> ConstantContact:
@@ -261,4 +316,12 @@ def cc_client(*, account: ConnectedAccount, lane: str = Lane.INTERACTIVE) -> Con
     return ConstantContact(send)
 
 
-__all__ = ["CCError", "CCHTTPError", "cc_call", "cc_client", "path_template"]
+__all__ = [
+    "CCError",
+    "CCHTTPError",
+    "PathOutsideApi",
+    "api_path_check",
+    "cc_call",
+    "cc_client",
+    "path_template",
+]

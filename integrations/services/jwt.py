@@ -16,7 +16,7 @@ expectation up front and maps each PyJWT error to one ``InvalidAccessToken.reaso
 No exception message or log record made here contains the token or any part of it.
 
 Reference: https://developer.constantcontact.com/api_guide/server_flow.html (step 5, "Validate
-the Access Token"); claim set: REFERENCE.md §2.7.
+the Access Token").
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from django.core.exceptions import ImproperlyConfigured
 
 from integrations.conf import cc_endpoints
+from integrations.constant_contact.http import shared_session
+from integrations.errors import PortalError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class Reason(StrEnum):
     JWKS_UNAVAILABLE = "jwks_unavailable"
 
 
-class InvalidAccessToken(Exception):
+class InvalidAccessToken(PortalError):
     """An access token that must not be trusted, with a ``reason`` code.
 
     The message is written here, never copied from the token or from PyJWT, so it is safe to
@@ -282,25 +284,6 @@ def jwks_cache_clear() -> None:
         _caches.clear()
 
 
-class _TimeoutSession(requests.Session):
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__()
-        self.timeout = timeout
-
-    def request(  # type: ignore[override]
-        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
-def _http_session() -> requests.Session:
-    """A session whose every request is bounded by ``_JWKS_TIMEOUT``."""
-    session = _TimeoutSession(_JWKS_TIMEOUT)
-    session.headers["Accept"] = "application/json"
-    return session
-
-
 def _jwks_download(url: str) -> dict[str, jwt.PyJWK]:
     def unavailable(problem: str) -> InvalidAccessToken:
         return InvalidAccessToken(
@@ -308,9 +291,10 @@ def _jwks_download(url: str) -> dict[str, jwt.PyJWK]:
         )
 
     try:
-        with _http_session() as session:
-            # The configured URL is the only trusted source; a redirect is treated as a fault.
-            response = session.get(url, allow_redirects=False)
+        # The configured URL is the only trusted source; a redirect is treated as a fault.
+        response = shared_session(
+            connect_timeout=_JWKS_TIMEOUT[0], read_timeout=_JWKS_TIMEOUT[1]
+        ).get(url, allow_redirects=False, headers={"Accept": "application/json"})
     except requests.RequestException as exc:
         raise unavailable(f"could not be fetched ({type(exc).__name__})") from exc
     if response.status_code != HTTPStatus.OK:

@@ -11,11 +11,14 @@ Guarantees:
 * ``redirect_uri`` is always the key's registered value — never built from the Host header.
 * The access token is validated (RS256 against CC's JWKS, iss, aud, exp) before anything is
   stored; tokens are stored encrypted; the CC identity comes from the validated token.
+* Once connected, the account is named from CC's account summary (one call through the
+  gateway); a summary that cannot be read never undoes or fails the connect.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,28 +27,30 @@ from typing import Any
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from integrations import conf
+from integrations import conf, crypto
 from integrations.constant_contact import oauth as cc_oauth
-from integrations.constant_contact.errors import CCTransportError, OAuthError
+from integrations.constant_contact.errors import CCError, CCTransportError, OAuthError
+from integrations.errors import PortalError, Unavailable
 from integrations.models import AccountStatus, ApiKey, ConnectedAccount
+from integrations.services import gateway
 from integrations.services.jwt import InvalidAccessToken, access_token_validate
 from integrations.services.quota import QuotaStoreUnavailable
 from integrations.services.tokens import token_endpoint_call, tokens_store_new_connection
 
+logger = logging.getLogger(__name__)
+
 SESSION_KEY = "cc_oauth_pending"
 MAX_PENDING = 5
+#: The scope CC's ``GET /account/summary`` needs.
+ACCOUNT_READ = "account_read"
 
 
-class ConnectError(Exception):
+class ConnectError(PortalError):
     """A connect attempt that cannot complete; the message is safe to show to the user."""
 
-    status = 400
 
-
-class ConnectUnavailable(ConnectError):
+class ConnectUnavailable(ConnectError, Unavailable):
     """CC's token endpoint or ccportal's quota store could not be reached; try again soon."""
-
-    status = 503
 
 
 class ConnectDenied(ConnectError):
@@ -75,6 +80,7 @@ def connect_start(
 ) -> str:
     """Begin the flow: remember a fresh state (and PKCE verifier) in ``session`` and return
     CC's authorize URL to redirect the browser to."""
+    crypto.readable(api_key.client_secret)  # no trip to CC with a secret that cannot be sent
     state = secrets.token_urlsafe(32)
     pending = {
         "key": api_key.pk,
@@ -146,7 +152,7 @@ def connect_complete(*, session: Any, params: dict[str, str]) -> ConnectResult:
             account=None,
             request=lambda **http: cc_oauth.token_exchange_code(
                 client_id=api_key.client_id,
-                client_secret=api_key.client_secret,
+                client_secret=crypto.readable(api_key.client_secret),
                 code=code,
                 redirect_uri=api_key.redirect_uri,
                 code_verifier=pending["verifier"] or None,
@@ -182,7 +188,47 @@ def connect_complete(*, session: Any, params: dict[str, str]) -> ConnectResult:
         account.label = account.label or email or claims.subject
         account.scopes = list(answer.scopes or claims.scopes)
         tokens_store_new_connection(account=account, answer=answer, expires_at=claims.expires_at)
+    account_names_refresh(account=account)
     return ConnectResult(account=account, created=created)
+
+
+def account_names_refresh(*, account: ConnectedAccount) -> bool:
+    """Store the account's organisation name and login email from CC's account summary.
+
+    One ``GET /account/summary`` through the gateway, so it is booked on the key's quota and
+    recorded in the call log like any other call. The login email is the summary's
+    ``contact_email``: CC's API has no login field and its access token names the user only by
+    id (see :class:`~integrations.constant_contact.client.AccountSummary`).
+
+    Never raises: when the summary cannot be read (``account_read`` not granted, CC or the
+    quota store failing) it logs one line and leaves the names as they were, so the account
+    is shown by its label or CC user id. Returns whether the names were read.
+    """
+    if not account.has_scope(ACCOUNT_READ):
+        logger.warning(
+            "Account %s was not granted %s; it keeps its CC user id as its name.",
+            account.pk,
+            ACCOUNT_READ,
+        )
+        return False
+    try:
+        summary = gateway.cc_client(account=account).account_summary()
+    except (CCError, PortalError) as exc:
+        logger.warning(
+            "Could not read the account summary of account %s: %s",
+            account.pk,
+            " ".join(str(exc).split()),
+        )
+        return False
+    names = {
+        "organization_name": summary.organization_name[:200],
+        "login_email": summary.contact_email[:254],
+    }
+    # An UPDATE of these two columns only: a token refresh may have written the row since.
+    ConnectedAccount.objects.filter(pk=account.pk).update(**names)
+    for field, value in names.items():
+        setattr(account, field, value)
+    return True
 
 
 def _account_for(
@@ -213,7 +259,8 @@ def _account_for(
             raise ConnectError(
                 f"{subject} is already connected as another connection; reconnect that one."
             )
-        target.label = ""
+        # The names were another CC account's; the summary read after the connect sets them.
+        target.label = target.organization_name = target.login_email = ""
     return target, False
 
 

@@ -54,8 +54,6 @@ from integrations.services.quota_stores import (
 logger = logging.getLogger(__name__)
 
 TOKEN_LANE = "token"
-# CC's token endpoint takes 1 request/s per client_id.
-TOKEN_INTERVAL_SECONDS = 1.0
 # Token requests are rare, so their spacing can afford a wide margin: a refresh leaves its slot
 # after a database read and a TLS handshake, and on a busy host that takes longer than the API
 # margin allows. A quarter second keeps two arrivals at CC more than a second apart.
@@ -69,7 +67,6 @@ __all__ = [
     "QuotaStoreUnavailable",
     "Reservation",
     "key_quota",
-    "next_utc_midnight",
     "quota_acquire",
     "quota_pause",
     "quota_reserve",
@@ -161,12 +158,6 @@ class QuotaDeferred(QuotaError):
         super().__init__(f"Background calls yield this key for {wait:.3f} s; ask again then.")
 
 
-def next_utc_midnight(now: dt.datetime | None = None) -> dt.datetime:
-    """The next 00:00 UTC after ``now``: when CC resets every key's daily count."""
-    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
-    return dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-
-
 @dataclass(frozen=True)
 class _Policy:
     margin: float
@@ -226,7 +217,7 @@ def key_quota(api_key: ApiKey) -> KeyQuota:
         margin=policy.margin,
         horizon=policy.horizon,
         day_guard=policy.day_guard,
-        token_spacing=TOKEN_INTERVAL_SECONDS * (1.0 + TOKEN_MARGIN),
+        token_spacing=(1.0 + TOKEN_MARGIN) / conf.token_requests_per_second(),
     )
 
 
@@ -370,7 +361,8 @@ def quota_usage(*, api_key: ApiKey) -> dict[str, Any]:
 def token_slot_reserve(*, api_key: ApiKey) -> Reservation:
     """Book the next slot on CC's token endpoint for ``api_key``'s client_id.
 
-    Slots are at least ``TOKEN_INTERVAL_SECONDS * (1 + margin)`` apart across every process;
+    Slots are at least ``(1 + TOKEN_MARGIN) / CC_TOKEN_REQUESTS_PER_SECOND`` apart across
+    every process;
     they spend no daily budget and ignore API pauses. Raises :class:`QuotaStoreUnavailable`.
     """
     booking = quota_store().reserve_token_slot(key_quota(api_key))
@@ -387,9 +379,7 @@ def token_slot_acquire(*, api_key: ApiKey) -> Reservation:
 
 
 def _is_background(lane: str) -> bool:
-    if lane not in Lane.values:
-        raise ValueError(f"lane must be one of {', '.join(Lane.values)}, not {lane!r}")
-    return lane == Lane.BACKGROUND
+    return Lane.check(lane) == Lane.BACKGROUND
 
 
 def _exhausted(quota: KeyQuota, booking: Booking, lane: str) -> QuotaExhausted:

@@ -32,10 +32,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from integrations import conf
+from integrations import conf, crypto
 from integrations.constant_contact import oauth as cc_oauth
-from integrations.constant_contact.errors import CCTransportError, OAuthError
-from integrations.constant_contact.http import session_create
+from integrations.constant_contact.errors import NO_ANSWER_TIMEOUT, CCTransportError, OAuthError
+from integrations.constant_contact.http import shared_session
+from integrations.errors import PortalError, Unavailable
 from integrations.models import (
     AccountStatus,
     ApiKey,
@@ -44,6 +45,7 @@ from integrations.models import (
     Lane,
     RefreshMode,
 )
+from integrations.services.alert_rules import account_health_emit
 from integrations.services.audit import api_call_record
 from integrations.services.jwt import access_token_peek_expiry, access_token_validate
 from integrations.services.quota import Reservation, quota_wait, token_slot_reserve
@@ -55,7 +57,7 @@ TOKEN_READ_TIMEOUT = 15.0
 MAX_BACKOFF_SECONDS = 300.0
 
 
-class AccountNotConnected(Exception):
+class AccountNotConnected(PortalError):
     """The account has no usable tokens: it was disconnected or needs a reconnect."""
 
     def __init__(self, account: ConnectedAccount) -> None:
@@ -64,7 +66,7 @@ class AccountNotConnected(Exception):
         super().__init__(f"CC account {account} is {account.get_status_display().lower()}{reason}")
 
 
-class TokenRefreshFailed(Exception):
+class TokenRefreshFailed(Unavailable):
     """The access token has expired and CC's token endpoint could not renew it just now."""
 
 
@@ -72,16 +74,7 @@ class _LeaseLost(Exception):
     """Another caller took over this refresh while this one waited for a token slot."""
 
 
-_session = None
-
-
-def _http():
-    global _session
-    if _session is None:
-        _session = session_create(read_timeout=TOKEN_READ_TIMEOUT)
-    return _session
-
-
+@sensitive_variables()
 def token_endpoint_call(
     *,
     api_key: ApiKey,
@@ -104,12 +97,15 @@ def token_endpoint_call(
     status: int | None = HTTPStatus.OK
     error_key = ""
     try:
-        return request(session=_http(), token_url=conf.cc_endpoints().token_url)
+        return request(
+            session=shared_session(read_timeout=TOKEN_READ_TIMEOUT),
+            token_url=conf.cc_endpoints().token_url,
+        )
     except OAuthError as exc:
         status, error_key = exc.status, exc.error
         raise
     except CCTransportError:
-        status, error_key = None, "timeout"
+        status, error_key = None, NO_ANSWER_TIMEOUT
         raise
     finally:
         api_call_record(
@@ -175,6 +171,8 @@ def _copy_tokens(source: ConnectedAccount, *, into: ConnectedAccount) -> None:
 
 
 def _require_connected(account: ConnectedAccount) -> None:
+    crypto.readable(account.refresh_token)
+    crypto.readable(account.access_token)
     has_tokens = bool(account.refresh_token or account.access_token)
     if account.status != AccountStatus.ACTIVE or not has_tokens:
         raise AccountNotConnected(account)
@@ -265,7 +263,7 @@ def _refresh_holding_lease(account: ConnectedAccount, *, owner: str) -> Connecte
             account=account,
             request=lambda **http: cc_oauth.token_refresh(
                 client_id=api_key.client_id,
-                client_secret=api_key.client_secret,
+                client_secret=crypto.readable(api_key.client_secret),
                 refresh_token=old_refresh,
                 **http,
             ),
@@ -363,6 +361,7 @@ def _on_invalid_grant(
     )
     logger.warning("Account %s needs a reconnect: CC answered invalid_grant.", account)
     current = _reload(account)
+    account_health_emit(account=current)
     raise AccountNotConnected(current)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from integrations.errors import PortalError, Unavailable
 from integrations.services.quota_stores.rules import Booking, KeyQuota, Ledger
 
 
-class QuotaError(Exception):
+class QuotaError(PortalError):
     """Base class of the quota service's errors."""
 
 
-class QuotaStoreUnavailable(QuotaError):
+class QuotaStoreUnavailable(QuotaError, Unavailable):
     """The shared ledger could not be reached, so no call may be sent (fail closed)."""
 
 
@@ -90,3 +91,8 @@ class QuotaStore(ABC):
     @abstractmethod
     def read(self, quota: KeyQuota, *, now: float | None = None) -> tuple[Ledger, float]:
         """The key's ledger as of now, and the store clock's now."""
+
+    def problem(self) -> str | None:
+        """Why the store cannot take bookings now, or None when it answers. The database store
+        answers whenever the portal does."""
+        return None

@@ -275,6 +275,16 @@ class RedisStore(QuotaStore):
         )
         return ledger, float(clock)
 
+    def problem(self) -> str | None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return (
+                f"The quota ledger in Redis at {self._where()} is unavailable "
+                f"({type(exc).__name__})."
+            )
+        return None
+
     def _run(self, script: str, quota: KeyQuota, now: float | None, *args: Any) -> Any:
         argv = ["" if now is None else repr(float(now)), *(_arg(a) for a in args)]
         try:

@@ -26,13 +26,15 @@ def hammer(task: dict[str, Any]) -> dict[str, int]:
     account = _account(task["account_id"])
     _wait_for(task["start"])
     answered = failed = 0
+    errors: list[str] = []
     while time.time() < task["until"]:
         try:
             cc_call(account=account, method="GET", path="/contact_lists", lane=task["lane"])
             answered += 1
-        except CCError:
+        except CCError as exc:
             failed += 1
-    return {"answered": answered, "failed": failed}
+            errors.append(str(exc))
+    return {"answered": answered, "failed": failed, "errors": errors}
 
 
 def drain(task: dict[str, Any]) -> dict[str, int]:

@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from integrations.constant_contact.errors import CCForbidden
 from integrations.models import AccountStatus, ApiCall, CallKind, ConnectedAccount
 from integrations.services import oauth
 from integrations.services.oauth import (
@@ -20,7 +21,7 @@ from integrations.services.oauth import (
     connect_complete,
     connect_start,
 )
-from tests.factories import StaffFactory
+from tests.factories import ConnectedAccountFactory, StaffFactory
 from tests.fixtures.portal import REDIRECT_URI, make_cc_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +41,7 @@ def test_confidential_app_connects_with_basic_auth_and_no_pkce(cc_app):
     query = _query(url)
     assert url.startswith(cc_app.sandbox.authorize_url + "?")
     assert query["redirect_uri"] == REDIRECT_URI
-    assert query["scope"].split() == ["contact_data", "offline_access"]
+    assert query["scope"].split() == ["contact_data", "account_read", "offline_access"]
     assert len(query["state"]) >= 22  # 128+ bits, url-safe base64
     assert "code_challenge" not in query
 
@@ -48,7 +49,7 @@ def test_confidential_app_connects_with_basic_auth_and_no_pkce(cc_app):
     assert account.status == AccountStatus.ACTIVE
     assert account.cc_user_id == cc_app.cc_account.sub
     assert account.platform_user_id == cc_app.cc_account.platform_user_id
-    assert set(account.scopes) >= {"contact_data", "offline_access"}
+    assert set(account.scopes) >= {"contact_data", "account_read", "offline_access"}
     assert account.refresh_token and account.access_token
     assert account.access_expires_at is not None
     assert _token_requests(cc_app) == 1
@@ -172,9 +173,108 @@ def test_reconnecting_the_same_cc_account_updates_it(cc_app):
     assert second.token_version > first.token_version
 
 
+# --- naming the account from CC's account summary ------------------------------------------
+def _summary_calls() -> list[ApiCall]:
+    return list(ApiCall.objects.filter(path_template="/account/summary").order_by("pk"))
+
+
+def test_connect_names_the_account_from_one_booked_summary_call(cc_app):
+    account = cc_app.connect()
+    stored = ConnectedAccount.objects.get(pk=account.pk)
+    assert stored.organization_name == "Example Owner's organization"
+    assert stored.login_email == "owner@example.com"
+    assert str(stored) == "Example Owner's organization (owner@example.com)"
+    assert [(c.method, c.status_code, c.kind) for c in _summary_calls()] == [
+        ("GET", 200, CallKind.API)
+    ]
+    by_path = cc_app.sandbox.stats(cc_app.api_key.client_id).by_path
+    assert sum(by_path["GET /v3/account/summary"].values()) == 1, "one call, and CC saw it"
+
+
+def test_reconnect_reads_the_names_again(cc_app):
+    account = cc_app.connect()
+    ConnectedAccount.objects.filter(pk=account.pk).update(
+        organization_name="Old name", login_email="old@example.com"
+    )
+    session: dict = {}
+    query = _query(connect_start(session=session, api_key=cc_app.api_key, reconnect=account))
+    code = cc_app.sandbox.authorize(
+        cc_app.api_key.client_id, query["redirect_uri"], query["scope"], query["state"]
+    )
+    result = connect_complete(session=session, params={"code": code, "state": query["state"]})
+    stored = ConnectedAccount.objects.get(pk=account.pk)
+    assert result.account.pk == account.pk and not result.created
+    assert (stored.organization_name, stored.login_email) == (
+        "Example Owner's organization",
+        "owner@example.com",
+    )
+    assert len(_summary_calls()) == 2
+
+
+def test_a_summary_cc_cannot_give_still_connects_with_the_user_id_as_name(
+    cc_app, monkeypatch, caplog
+):
+    from integrations.services import gateway
+
+    monkeypatch.setattr(gateway, "BACKOFF_BASE", 0.0)
+    cc_app.sandbox.inject_api_fault(
+        500, count=gateway.MAX_ATTEMPTS, path="/v3/account/summary", method="GET"
+    )
+    caplog.set_level(logging.WARNING, logger="integrations.services.oauth")
+    account = cc_app.connect()
+    stored = ConnectedAccount.objects.get(pk=account.pk)
+    assert stored.is_active and stored.refresh_token
+    assert (stored.organization_name, stored.login_email) == ("", "")
+    assert str(stored) == cc_app.cc_account.sub
+    warnings = [r.getMessage() for r in caplog.records if r.name == "integrations.services.oauth"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "Could not read the account summary" in warnings[0] and "500" in warnings[0]
+    assert stored.access_token not in warnings[0]
+    assert {c.status_code for c in _summary_calls()} == {500}, "every attempt is in the log"
+
+
+def test_names_are_not_asked_for_without_account_read(fake_cc, caplog):
+    account = ConnectedAccountFactory(scopes=["contact_data", "offline_access"])
+    caplog.set_level(logging.WARNING, logger="integrations.services.oauth")
+    assert oauth.account_names_refresh(account=account) is False
+    assert fake_cc.calls == []
+    assert "not granted account_read" in caplog.text
+    assert str(account) == account.label
+
+
+def test_names_update_only_their_columns_and_a_refusal_keeps_the_old_ones(fake_cc):
+    account = ConnectedAccountFactory(scopes=["contact_data", "account_read"])
+    # A token refresh elsewhere moves the row on after this copy was loaded.
+    ConnectedAccount.objects.filter(pk=account.pk).update(token_version=7)
+    fake_cc.answer(
+        "GET",
+        "/account/summary",
+        {"organization_name": "Acme", "contact_email": "ops@acme.example"},
+        times=1,
+    )
+    fake_cc.answer(
+        "GET",
+        "/account/summary",
+        raises=CCForbidden(status=403, method="GET", path="/account/summary"),
+    )
+    assert oauth.account_names_refresh(account=account) is True
+    stored = ConnectedAccount.objects.get(pk=account.pk)
+    assert (stored.organization_name, stored.login_email, stored.token_version) == (
+        "Acme",
+        "ops@acme.example",
+        7,
+    )
+    assert str(account) == "Acme (ops@acme.example)"
+    assert oauth.account_names_refresh(account=account) is False
+    stored.refresh_from_db()
+    assert stored.organization_name == "Acme"
+
+
 def test_reconnect_as_a_different_cc_account_needs_confirmation(cc_app):
     account = cc_app.connect()
-    stranger = cc_app.sandbox.create_account("stranger@example.com")
+    stranger = cc_app.sandbox.create_account(
+        "stranger@example.com", organization_name="Stranger Co"
+    )
     session: dict = {}
 
     def reconnect(allow: bool):
@@ -202,6 +302,8 @@ def test_reconnect_as_a_different_cc_account_needs_confirmation(cc_app):
     result = reconnect(allow=True)
     assert result.account.pk == account.pk
     assert result.account.cc_user_id == stranger.sub
+    assert result.account.login_email == "stranger@example.com"
+    assert result.account.organization_name == "Stranger Co"
 
 
 def test_disconnect_erases_tokens(connected_account):

@@ -1,37 +1,25 @@
+"""Reading desired-membership CSVs and CC's exports exactly, and writing rejected rows."""
+
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import tracemalloc
-import uuid
 from pathlib import Path
 
 import pytest
 
-from integrations.services.bulk_input import (
-    CUSTOM_FIELDS_MAX,
-    EMAIL_MAX_LENGTH,
-    IMPORT_MAX_BYTES,
-    IMPORT_MAX_CONTACTS,
-    RESET_HINT,
+from integrations.constant_contact.limits import CUSTOM_FIELDS_MAX, IMPORT_EMAIL_MAX_LENGTH
+from integrations.services.bulk_csv import (
     CsvRejected,
     DesiredSet,
-    MembershipDiff,
     RejectedRow,
-    chunk_sizes,
     current_from_export_csv,
     desired_from_csv,
-    import_chunks,
-    import_payload,
-    membership_diff,
-    neutralise_formula,
     rejected_rows_csv,
-    sync_plan,
 )
-
-LIST_ID = str(uuid.uuid4())
+from integrations.services.bulk_fields import neutralise_formula
 
 
 def write_csv(tmp_path: Path, text: str, *, name: str = "desired.csv", encoding: str = "utf-8"):
@@ -198,33 +186,52 @@ def test_short_rows_are_read_and_long_rows_with_extra_data_rejected(tmp_path):
 def test_malformed_emails_are_reported_at_the_line_where_their_record_starts(tmp_path, newline):
     lines = [
         "email,first_name,company",  # 1
-        'good@example.com,Ann,"Two',  # 2
+        'good@example.com,Ann,"Two',  # 2  a two-line company name is a value, not rows
         'line company"',  # 3
         "not-an-email,Bob,Acme",  # 4
         "",  # 5
-        '"broken',  # 6  an address split over two lines is not an address
-        'one@example.com",Cy,Acme',  # 7
-        "also@bad,Di,Acme",  # 8
-        "a b@example.com,Ed,Acme",  # 9
-        '"three',  # 10
-        "line",  # 11
-        'company",Fay,Acme',  # 12  the record starting on 10 has "three…company" as email
-        ",Gus,Acme",  # 13
-        "fine@example.com,Hal,Acme",  # 14
+        "also@bad,Di,Acme",  # 6
+        "a b@example.com,Ed,Acme",  # 7
+        ",Gus,Acme",  # 8
+        "fine@example.com,Hal,Acme",  # 9
     ]
     path = write_csv(tmp_path, newline.join(lines) + newline)
 
     desired = desired_from_csv(path)
 
     reasons = rejected_lines(desired)
-    assert sorted(reasons) == [4, 6, 8, 9, 10, 13]
+    assert sorted(reasons) == [4, 6, 7, 8]
     assert reasons[4] == "email is not a valid address"
-    assert reasons[13] == "email is empty"
+    assert reasons[8] == "email is empty"
     assert sorted(desired.contacts) == ["fine@example.com", "good@example.com"]
     assert desired.contacts["good@example.com"]["company_name"] == f"Two{newline}line company"
     by_line = {row.line: row for row in desired.rejected}
     assert by_line[4].email == "not-an-email"
     assert desired.rejected_valid_emails == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # The reproduction: one stray quote takes q3-q5 into Bob's first name.
+        (
+            'email,first_name\nq1@example.com,Ann\nq2@example.com,"Bob\nq3@example.com,Cy\n'
+            "q4@example.com,Di\nq5@example.com,Ed\n",
+            3,
+        ),
+        # Closed much later: still swallows rows in between.
+        ('email,company\na@example.com,"Acme\nb@example.com,Beta\nc@example.com,Gamma"\n', 2),
+        # Text after a closing quote.
+        ('email,company\na@example.com,"Acme"x\nb@example.com,Beta\n', 2),
+        # An address split over two lines is not an address, and takes in the next row.
+        ('email,company\n"broken\none@example.com",Acme\n', 2),
+    ],
+    ids=["stray-quote", "closed-late", "text-after-quote", "split-address"],
+)
+def test_a_quote_that_swallows_rows_refuses_the_file_at_the_line_it_opens(tmp_path, text, line):
+    refused = rejection(write_csv(tmp_path, text))
+    assert refused.line == line
+    assert f"line {line}" in str(refused)
 
 
 @pytest.mark.parametrize(
@@ -250,7 +257,7 @@ def test_addresses_cc_would_refuse_are_rejected(tmp_path, email):
 
 
 def test_email_longer_than_the_import_limit_is_rejected(tmp_path):
-    fits = "a" * (EMAIL_MAX_LENGTH - len("@example.com")) + "@example.com"
+    fits = "a" * (IMPORT_EMAIL_MAX_LENGTH - len("@example.com")) + "@example.com"
     too_long = "b" + fits
     path = write_csv(tmp_path, f"email\n{fits}\n{too_long}\n")
 
@@ -259,8 +266,8 @@ def test_email_longer_than_the_import_limit_is_rejected(tmp_path):
     assert list(desired.contacts) == [fits]
     assert desired.rejected_valid_emails == {too_long}  # may be a member created some other way
     assert rejected_lines(desired) == {
-        3: f"email is {EMAIL_MAX_LENGTH + 1} characters long; "
-        f"Constant Contact's import accepts at most {EMAIL_MAX_LENGTH}"
+        3: f"email is {IMPORT_EMAIL_MAX_LENGTH + 1} characters long; "
+        f"Constant Contact's import accepts at most {IMPORT_EMAIL_MAX_LENGTH}"
     }
 
 
@@ -597,273 +604,6 @@ def test_export_with_a_quote_left_open_is_refused():
 def test_empty_export_is_an_empty_list():
     assert current_from_export_csv([]) == {}
     assert current_from_export_csv(["Email Address,Contact Id"]) == {}
-
-
-# --- membership_diff ------------------------------------------------------------------------------
-
-CURRENT = {"ann@example.com": "id-ann", "bob@example.com": "id-bob", "cy@example.com": "id-cy"}
-
-
-def test_replace_diff_adds_missing_and_removes_undesired_by_contact_id():
-    diff = membership_diff(
-        ["zed@example.com", "Ann@Example.com", "dee@example.com"], CURRENT, mode="replace"
-    )
-
-    assert diff.adds == ["dee@example.com", "zed@example.com"]
-    assert diff.removes == ["id-bob", "id-cy"]
-    assert diff.remove_emails == ["bob@example.com", "cy@example.com"]
-    assert diff.removes_by_id
-    assert diff.unchanged == 1
-
-
-def test_add_diff_never_removes():
-    diff = membership_diff({"ann@example.com": {}, "dee@example.com": {}}, CURRENT, mode="add")
-
-    assert diff == MembershipDiff(mode="add", adds=["dee@example.com"], removes=[], unchanged=1)
-
-
-def test_replace_diff_falls_back_to_emails_when_the_export_has_no_ids():
-    current = {"ann@example.com": "", "bob@example.com": ""}
-
-    diff = membership_diff([], current, mode="replace")
-
-    assert diff.removes == ["ann@example.com", "bob@example.com"]
-    assert not diff.removes_by_id
-
-
-def test_replace_diff_keeps_members_whose_rows_were_rejected_for_a_field():
-    diff = membership_diff(["ann@example.com"], CURRENT, mode="replace", keep={"BOB@example.com"})
-
-    assert diff.removes == ["id-cy"]
-    assert diff.kept == 1
-
-
-def test_diff_refuses_an_unknown_mode():
-    with pytest.raises(ValueError, match="mode must be one of replace, add"):
-        membership_diff([], {}, mode="sync")
-
-
-# --- import_chunks --------------------------------------------------------------------------------
-
-
-def payload_sizes(chunks: list[list[dict]]) -> list[int]:
-    return [len(import_payload(chunk, [LIST_ID])) for chunk in chunks]
-
-
-def test_40001_contacts_make_two_chunks_under_the_limits():
-    contacts = {f"person{i:05d}@example.com": {"first_name": f"P{i}"} for i in range(40_001)}
-
-    chunks = list(import_chunks(contacts, sorted(contacts)))
-
-    assert [len(chunk) for chunk in chunks] == [IMPORT_MAX_CONTACTS, 1]
-    assert all(size < IMPORT_MAX_BYTES for size in payload_sizes(chunks))
-    assert chunks[1] == [{"email": "person40000@example.com", "first_name": "P40000"}]
-
-
-def test_long_values_force_a_split_by_bytes_and_every_payload_stays_under():
-    street = "S" * 255
-    contacts = {
-        f"p{i}@example.com": {"street": street, "street2": street, "cf:notes": "é" * 200}
-        for i in range(3_000)
-    }
-    max_bytes = 1_000_000
-
-    chunks = list(import_chunks(contacts, sorted(contacts), max_bytes=max_bytes))
-
-    assert len(chunks) > 1
-    sizes = payload_sizes(chunks)
-    assert all(size < max_bytes for size in sizes)
-    assert max(sizes) > max_bytes * 0.99  # chunks are filled, not cut early
-    assert sum(len(chunk) for chunk in chunks) == 3_000
-    assert chunk_sizes(contacts, sorted(contacts), max_bytes=max_bytes) == [len(c) for c in chunks]
-
-
-def test_payload_size_measurement_is_exact_at_the_boundary():
-    contacts = {f"p{i}@example.com": {} for i in range(10)}
-    exact = len(import_payload([{"email": e} for e in sorted(contacts)[:3]], [LIST_ID]))
-
-    chunks = list(import_chunks(contacts, sorted(contacts), max_bytes=exact + 1))
-
-    assert [len(chunk) for chunk in chunks] == [3, 3, 3, 1]
-    assert [len(c) for c in import_chunks(contacts, sorted(contacts), max_bytes=exact)] == [2] * 5
-
-
-def test_import_items_carry_fields_and_integer_birthdays():
-    contacts = {
-        "ann@example.com": {"first_name": "Ann", "birthday_month": "3", "birthday_day": "7"}
-    }
-
-    (chunk,) = import_chunks(contacts, ["ann@example.com", "new@example.com"])
-
-    assert chunk == [
-        {"email": "ann@example.com", "first_name": "Ann", "birthday_month": 3, "birthday_day": 7},
-        {"email": "new@example.com"},
-    ]
-    body = json.loads(import_payload(chunk, [LIST_ID]))
-    assert body == {"import_data": chunk, "list_ids": [LIST_ID]}
-
-
-def test_a_contact_too_big_for_any_payload_raises():
-    with pytest.raises(ValueError, match="alone makes"):
-        list(
-            import_chunks(
-                {"a@example.com": {"street": "S" * 255}}, ["a@example.com"], max_bytes=200
-            )
-        )
-
-
-# --- sync_plan ------------------------------------------------------------------------------------
-
-
-def make_diff(
-    *,
-    adds: int = 0,
-    removes: int = 0,
-    unchanged: int = 0,
-    by_id: bool = True,
-    mode: str = "replace",
-):
-    return MembershipDiff(
-        mode=mode,
-        adds=[f"add{i}@example.com" for i in range(adds)],
-        removes=[f"id-{i}" if by_id else f"rm{i}@example.com" for i in range(removes)],
-        unchanged=unchanged,
-        removes_by_id=by_id,
-    )
-
-
-def sizes(count: int) -> list[int]:
-    full, rest = divmod(count, IMPORT_MAX_CONTACTS)
-    return [IMPORT_MAX_CONTACTS] * full + ([rest] if rest else [])
-
-
-def plan(diff: MembershipDiff, *, remaining_today: int = 10_000, per_day: int = 10_000):
-    desired = len(diff.adds) + diff.unchanged
-    return sync_plan(
-        diff=diff,
-        desired_count=desired,
-        chunk_sizes_adds=sizes(len(diff.adds)),
-        chunk_sizes_all=sizes(desired),
-        remaining_today=remaining_today,
-        per_day=per_day,
-    )
-
-
-def test_many_removals_from_a_big_list_clear_and_reimport():
-    # 100,000 members, 5,000 to go: 10 removal batches cost more than 1 clear + 3 imports.
-    result = plan(make_diff(removes=5_000, unchanged=95_000))
-
-    assert result.strategy == "clear_and_reimport"
-    assert (result.removal_calls, result.import_calls) == (1, 3)
-    assert result.calls_by_strategy == {"batches": 16, "clear_and_reimport": 12}
-    assert result.total_calls == 12
-    assert result.single_call_equivalent == 5_000
-    assert any("partly empty" in line for line in result.summary())
-
-
-def test_few_removals_use_batches():
-    result = plan(make_diff(adds=10, removes=200, unchanged=99_800))
-
-    assert result.strategy == "batches"
-    assert (result.import_calls, result.removal_calls, result.export_calls) == (1, 1, 2)
-    assert result.expected_polls == 4  # the export's wave, then one wave for imports + removals
-    assert result.total_calls == 8
-    assert result.calls_after_export == 4
-    assert result.single_call_equivalent == 210
-
-
-def test_removals_without_contact_ids_must_clear_and_reimport():
-    result = plan(make_diff(removes=3, unchanged=10, by_id=False))
-
-    assert result.strategy == "clear_and_reimport"
-    assert result.calls_by_strategy["batches"] is None
-    assert "no contact ids" in result.reason
-
-
-def test_equal_cost_goes_to_batches_which_never_empty_the_list():
-    # 4 batches + 2 polls == 1 clear + 1 import + 4 polls.
-    result = plan(make_diff(removes=1_800, unchanged=1_000))
-
-    assert result.calls_by_strategy == {"batches": 10, "clear_and_reimport": 10}
-    assert result.strategy == "batches"
-
-
-def test_clearing_is_not_chosen_when_it_cannot_finish_within_one_day():
-    result = plan(make_diff(removes=5_000, unchanged=95_000), remaining_today=5, per_day=11)
-
-    assert result.strategy == "batches"
-    assert "daily reset" in result.reason
-
-
-def test_clearing_is_not_chosen_when_todays_remaining_budget_is_short():
-    # A 10,000/day key with 11 calls left today: clearing (12 calls) would run out mid-way.
-    result = plan(make_diff(removes=5_000, unchanged=95_000), remaining_today=11)
-
-    assert result.strategy == "batches"
-    assert "11 remain today" in result.reason
-    assert not result.fits_today
-
-
-def test_nothing_to_remove_only_imports():
-    result = plan(make_diff(adds=5, unchanged=5, mode="add"))
-
-    assert result.strategy == "batches"
-    assert result.calls_by_strategy["clear_and_reimport"] is None
-    assert (result.import_calls, result.removal_calls, result.total_calls) == (1, 0, 7)
-
-
-def test_nothing_to_do_costs_only_the_export():
-    result = plan(make_diff(unchanged=5))
-
-    assert (result.import_calls, result.removal_calls, result.expected_polls) == (0, 0, 2)
-    assert result.total_calls == 4
-
-
-@pytest.mark.parametrize(
-    ("removes", "remaining_today", "per_day", "fits_today", "earliest_fit", "days"),
-    [
-        (200, 7, 10_000, True, None, 1),
-        (200, 6, 10_000, False, RESET_HINT, 1),
-        # Clearing a 4,000,000-member list would not finish in a day, so 200 batches it is.
-        (100_000, 50, 100, False, "spread over 3 days", 3),
-    ],
-)
-def test_budget_fit_flags(removes, remaining_today, per_day, fits_today, earliest_fit, days):
-    diff = make_diff(removes=removes, unchanged=4_000_000)
-    result = plan(diff, remaining_today=remaining_today, per_day=per_day)
-
-    assert result.fits_today is fits_today
-    assert result.earliest_fit == earliest_fit
-    assert result.days_needed == days
-    last_line = result.summary()[-1]
-    assert ("Fits today's" in last_line) is fits_today
-
-
-def test_plan_is_json_serialisable_with_its_summary():
-    result = plan(make_diff(adds=3, removes=2, unchanged=1))
-
-    data = json.loads(json.dumps(result.as_dict()))
-
-    assert data["strategy"] == "batches"
-    assert data["total_calls"] == result.total_calls
-    assert data["summary"] == result.summary()
-
-
-def test_plan_refuses_an_add_diff_with_removals():
-    with pytest.raises(ValueError, match="cannot remove"):
-        plan(make_diff(removes=1, mode="add"))
-
-
-def test_plan_refuses_chunk_sizes_that_do_not_match_the_diff():
-    with pytest.raises(ValueError, match="chunk_sizes_adds"):
-        sync_plan(
-            diff=make_diff(adds=3),
-            desired_count=3,
-            chunk_sizes_adds=[2],
-            chunk_sizes_all=[3],
-            remaining_today=100,
-            per_day=100,
-        )
 
 
 # --- rejected_rows_csv --------------------------------------------------------------------------
