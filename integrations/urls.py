@@ -1,23 +1,36 @@
 from django.urls import path
 
-from integrations import views
+from integrations.views import accounts, alerts, calls, dashboard, jobs, usage
 
 app_name = "integrations"
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
-    path("accounts/", views.account_list, name="account_list"),
-    path("accounts/callback/", views.connect_callback, name="connect_callback"),
-    path("accounts/<int:pk>/", views.account_detail, name="account_detail"),
-    path("accounts/<int:pk>/lists/", views.account_lists, name="account_lists"),
-    path("accounts/<int:pk>/lists/<str:list_id>/sync/", views.sync_start, name="sync_start"),
-    path("accounts/<int:pk>/reconnect/", views.reconnect, name="reconnect"),
-    path("accounts/<int:pk>/disconnect/", views.disconnect, name="disconnect"),
-    path("keys/<int:key_pk>/connect/", views.connect, name="connect"),
-    path("jobs/", views.job_list, name="job_list"),
-    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
-    path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),
-    path("jobs/<int:pk>/rejected.csv", views.job_rejected_csv, name="job_rejected_csv"),
-    path("jobs/<int:pk>/<str:action>/", views.job_action, name="job_action"),
-    path("calls/", views.call_log, name="call_log"),
+    path("", dashboard.dashboard, name="dashboard"),
+    path("keys/<int:key_pk>/panel/", usage.key_panel, name="key_panel"),
+    path("accounts/", accounts.account_list, name="account_list"),
+    path("accounts/callback/", accounts.connect_callback, name="connect_callback"),
+    path("accounts/<int:pk>/", accounts.account_detail, name="account_detail"),
+    path("accounts/<int:pk>/lists/", accounts.account_lists, name="account_lists"),
+    path(
+        "accounts/<int:pk>/lists/refresh/",
+        accounts.account_lists_refresh,
+        name="account_lists_refresh",
+    ),
+    path("accounts/<int:pk>/lists/<str:list_id>/sync/", jobs.sync_start, name="sync_start"),
+    path("sync/sample.csv", jobs.sync_sample_csv_download, name="sync_sample_csv"),
+    path("accounts/<int:pk>/reconnect/", accounts.reconnect, name="reconnect"),
+    path("accounts/<int:pk>/disconnect/", accounts.disconnect, name="disconnect"),
+    path("keys/<int:key_pk>/connect/", accounts.connect, name="connect"),
+    path("jobs/", jobs.job_list, name="job_list"),
+    path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/progress/", jobs.job_progress, name="job_progress"),
+    path("jobs/<int:pk>/rejected.csv", jobs.job_rejected_csv, name="job_rejected_csv"),
+    path("jobs/<int:pk>/<str:action>/", jobs.job_action, name="job_action"),
+    path("calls/", calls.call_log, name="call_log"),
+    path("calls/export.csv", calls.call_export, name="call_export"),
+    path("calls/<int:pk>/", calls.call_detail, name="call_detail"),
+    path("alerts/", alerts.alert_list, name="alert_list"),
+    path("alerts/add/", alerts.alert_add, name="alert_add"),
+    path("alerts/<int:pk>/remove/", alerts.alert_remove, name="alert_remove"),
+    path("alerts/<int:pk>/test/", alerts.alert_test, name="alert_test"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +55,13 @@ def page(browser):
 
 @pytest.fixture
 def logged_in_page(page, live_server, transactional_db):
+    from django.core.cache import cache
+
     from tests.factories import StaffFactory
 
+    # Every browser test logs in from 127.0.0.1 as the same user: start each with fresh login
+    # counters, or the limiter (5 a minute per username) refuses the sixth test's login.
+    cache.clear()
     StaffFactory(username="browser-admin", password="browser-pw-123")
     page.goto(f"{live_server.url}/login/")
     page.fill("#id_username", "browser-admin")
@@ -63,3 +69,24 @@ def logged_in_page(page, live_server, transactional_db):
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
     return page
+
+
+#: Where the browser tests save their screenshots (the README's pictures come from here).
+SCREENSHOTS = Path(
+    os.environ.get(
+        "CCPORTAL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "var" / "screenshots"
+    )
+)
+
+
+@pytest.fixture
+def screenshot():
+    """``screenshot(page, "name")`` saves a full-page PNG as ``SCREENSHOTS/name.png``."""
+
+    def save(page, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save

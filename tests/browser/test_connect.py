@@ -39,3 +39,5 @@ def test_connect_button_to_connected_account_page(logged_in_page, live_server, c
     owner = cc_sandbox.create_account("browser-owner@example.com")  # returns the existing one
     assert account.cc_user_id == owner.sub
     assert owner.sub in page.locator("body").inner_text()
+    heading = page.locator("h1").inner_text()
+    assert heading == "Browser Owner's organization (browser-owner@example.com)"

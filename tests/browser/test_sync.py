@@ -48,6 +48,9 @@ def test_upload_plan_run_and_watch_progress_reach_done(
     assert int(page.inner_text("#plan-calls")) >= 2
     assert _members(app) == {f"m{n}@example.com" for n in range(1, 11)}, "nothing runs before Run"
 
+    # Half the list goes: Run asks for the removals to be confirmed first.
+    assert "removes 5 of the list's 10 members" in page.inner_text("#removal-warning")
+    page.check("#confirm-removals")
     page.click("#job-run")
     page.wait_for_selector("#job-state[data-state=completed]", timeout=60_000)
     assert page.inner_text("#result-added") == "5"

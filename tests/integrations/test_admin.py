@@ -128,3 +128,231 @@ def test_dashboard_is_staff_only_and_renders_without_secrets(staff_client, objec
     html = page.content.decode()
     assert objects["key"].client_id in html
     _assert_no_secret(html)
+
+
+def test_a_key_added_in_the_admin_goes_through_the_key_service(staff_client):
+    from integrations.models import ApiKey
+
+    url = reverse("admin:integrations_apikey_add")
+    form = {
+        "name": "Intranet app",
+        "client_id": "intranet-app",
+        "redirect_uri": "http://portal:8000/accounts/callback/",
+        "tier": "standard",
+        "pkce": "auto",
+    }
+    assert staff_client.post(url, form).status_code == 302
+    key = ApiKey.objects.get(client_id="intranet-app")
+    # No secret: a CC PKCE app, so PKCE is on, exactly as `cc_key add` would make it.
+    assert (key.client_secret, key.use_pkce) == ("", True)
+    # The service's rules apply: a fragment in the redirect URI is refused by name.
+    page = staff_client.post(
+        url, {**form, "client_id": "other", "redirect_uri": "https://x.example/cb#top"}
+    )
+    assert page.status_code == 200
+    assert "must not contain a #fragment" in page.content.decode()
+    assert not ApiKey.objects.filter(client_id="other").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_added_in_the_admin_without_a_secret_connects(staff_client, cc_sandbox):
+    """The whole Connect flow, with the key the admin made: PKCE, no secret, tokens stored."""
+    from integrations.models import ApiKey, ConnectedAccount
+    from tests.fixtures.portal import REDIRECT_URI, CCApp
+
+    cc_sandbox.register_client("admin-pkce-app", redirect_uris=[REDIRECT_URI], client_secret="")
+    staff_client.post(
+        reverse("admin:integrations_apikey_add"),
+        {
+            "name": "PKCE app",
+            "client_id": "admin-pkce-app",
+            "redirect_uri": REDIRECT_URI,
+            "tier": "standard",
+            "pkce": "auto",
+        },
+    )
+    key = ApiKey.objects.get(client_id="admin-pkce-app")
+    cc_account = cc_sandbox.create_account("admin-made@example.com")
+    app = CCApp(sandbox=cc_sandbox, api_key=key, cc_account=cc_account, lists=[])
+    account = app.connect()
+    assert ConnectedAccount.objects.get(pk=account.pk).is_active
+    assert account.refresh_token and account.access_token
+
+
+# --- who may do what in the admin ------------------------------------------------------------
+def _admin_client(*groups: str):
+    from django.test import Client
+
+    from tests.factories import PortalUserFactory
+
+    client = Client()
+    client.force_login(PortalUserFactory(groups=list(groups)))
+    return client
+
+
+def _key_form(key, **changes) -> dict:
+    return {
+        "name": key.name,
+        "client_id": key.client_id,
+        "redirect_uri": key.redirect_uri,
+        "tier": "standard",
+        "pkce": "off",
+        "new_client_secret": "",
+        **changes,
+    }
+
+
+MODELS = ("apikey", "connectedaccount", "apicall", "dailyusage", "keylimiterstate", "bulkjob")
+
+
+def test_a_staff_login_without_permissions_sees_and_changes_nothing(objects):
+    client = _admin_client()
+    index = client.get(reverse("admin:index"))
+    assert index.status_code == 200
+    for model in MODELS:
+        assert f"/admin/integrations/{model}/" not in index.content.decode()
+        assert client.get(reverse(f"admin:integrations_{model}_changelist")).status_code == 403
+    assert client.get(reverse("admin:app_list", args=["integrations"])).status_code == 404
+    key = objects["key"]
+    url = reverse("admin:integrations_apikey_change", args=[key.pk])
+    assert client.post(url, _key_form(key, name="Renamed")).status_code == 403
+    key.refresh_from_db()
+    assert key.name != "Renamed"
+
+
+def test_a_viewer_sees_every_model_but_cannot_change_a_key(objects):
+    from tests.factories import VIEWERS
+
+    client = _admin_client(VIEWERS)
+    index = client.get(reverse("admin:index")).content.decode()
+    for model in MODELS:
+        assert f"/admin/integrations/{model}/" in index
+    key = objects["key"]
+    url = reverse("admin:integrations_apikey_change", args=[key.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert 'name="new_client_secret"' not in page.content.decode(), "a read-only page"
+    assert client.post(url, _key_form(key, name="Renamed")).status_code == 403
+    assert client.get(reverse("admin:integrations_apikey_add")).status_code == 403
+    assert client.get(reverse("admin:integrations_apikey_delete", args=[key.pk])).status_code == 403
+    key.refresh_from_db()
+    assert key.name != "Renamed"
+
+
+def test_an_operator_cannot_change_a_key_either(objects):
+    from tests.factories import OPERATORS
+
+    client = _admin_client(OPERATORS)
+    key = objects["key"]
+    url = reverse("admin:integrations_apikey_change", args=[key.pk])
+    assert client.post(url, _key_form(key, name="Renamed")).status_code == 403
+
+
+def test_a_key_manager_changes_a_key(objects):
+    from tests.factories import KEY_MANAGERS
+
+    client = _admin_client(KEY_MANAGERS)
+    key = objects["key"]
+    url = reverse("admin:integrations_apikey_change", args=[key.pk])
+    assert client.post(url, _key_form(key, name="Renamed")).status_code == 302
+    key.refresh_from_db()
+    assert key.name == "Renamed"
+    assert client.get(reverse("admin:integrations_apikey_add")).status_code == 200
+
+
+def _disconnect_action(client, account):
+    return client.post(
+        reverse("admin:integrations_connectedaccount_changelist"),
+        {"action": "disconnect", "_selected_action": [account.pk]},
+    )
+
+
+def test_only_an_operator_disconnects_accounts_from_the_admin(objects):
+    from integrations.models import AccountStatus
+    from tests.factories import OPERATORS, VIEWERS
+
+    account = objects["account"]
+    viewer = _admin_client(VIEWERS)
+    changelist = viewer.get(reverse("admin:integrations_connectedaccount_changelist"))
+    assert 'value="disconnect"' not in changelist.content.decode()
+    _disconnect_action(viewer, account)
+    account.refresh_from_db()
+    assert account.status == AccountStatus.ACTIVE
+
+    operator = _admin_client(OPERATORS)
+    assert _disconnect_action(operator, account).status_code == 302
+    account.refresh_from_db()
+    assert account.status == AccountStatus.DISCONNECTED
+    assert account.access_token == "" and account.refresh_token == ""
+
+
+def test_only_an_operator_cancels_jobs_from_the_admin(objects):
+    from integrations.models import JobState
+    from tests.factories import OPERATORS, VIEWERS
+
+    job = objects["job"]
+    data = {"action": "cancel", "_selected_action": [job.pk]}
+    url = reverse("admin:integrations_bulkjob_changelist")
+    _admin_client(VIEWERS).post(url, data)
+    job.refresh_from_db()
+    assert job.state != JobState.CANCELLED
+    assert _admin_client(OPERATORS).post(url, data).status_code == 302
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED
+
+
+def test_only_a_superuser_deletes_api_calls(staff_client, objects):
+    from tests.factories import KEY_MANAGERS
+
+    url = reverse("admin:integrations_apicall_delete", args=[objects["call"].pk])
+    assert _admin_client(KEY_MANAGERS).get(url).status_code == 403
+    assert staff_client.get(url).status_code == 200
+
+
+# --- rows whose secret no configured key opens ------------------------------------------------
+@pytest.fixture
+def unreadable(settings, objects):
+    """The objects, read back under a key that opens none of their secrets."""
+    from cryptography.fernet import Fernet
+
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    key = type(objects["key"]).objects.get(pk=objects["key"].pk)
+    account = type(objects["account"]).objects.get(pk=objects["account"].pk)
+    assert key.secret_unreadable and account.tokens_unreadable
+    return {"key": key, "account": account}
+
+
+def test_unreadable_secrets_are_named_in_the_admin_lists_and_pages(staff_client, unreadable):
+    keys = staff_client.get(reverse("admin:integrations_apikey_changelist"))
+    assert keys.status_code == 200
+    assert "unreadable secret: re-enter it" in keys.content.decode()
+    key_page = staff_client.get(
+        reverse("admin:integrations_apikey_change", args=[unreadable["key"].pk])
+    )
+    assert key_page.status_code == 200
+    assert "unreadable secret: re-enter it" in key_page.content.decode()
+    accounts = staff_client.get(reverse("admin:integrations_connectedaccount_changelist"))
+    assert accounts.status_code == 200
+    assert "tokens unreadable: reconnect" in accounts.content.decode()
+    account_page = staff_client.get(
+        reverse("admin:integrations_connectedaccount_change", args=[unreadable["account"].pk])
+    )
+    assert account_page.status_code == 200
+    assert "tokens unreadable: reconnect" in account_page.content.decode()
+
+
+def test_unreadable_secrets_are_named_on_the_account_pages(staff_client, unreadable):
+    accounts = staff_client.get(reverse("integrations:account_list")).content.decode()
+    assert "unreadable secret: re-enter it" in accounts
+    assert "tokens unreadable: reconnect" in accounts
+    detail = staff_client.get(
+        reverse("integrations:account_detail", args=[unreadable["account"].pk])
+    ).content.decode()
+    assert "unreadable secret: re-enter it" in detail
+    assert "tokens unreadable: reconnect" in detail
+
+
+def test_connecting_with_a_key_whose_secret_is_unreadable_says_so(staff_client, unreadable):
+    response = staff_client.post(reverse("integrations:connect", args=[unreadable["key"].pk]))
+    assert response.status_code == 400
+    assert "re-enter the secret" in response.content.decode()

@@ -1,11 +1,14 @@
 """The portal's pages against the sandbox: what staff see, and what bad input gets them.
 
 No worker runs here: jobs stay where the view leaves them, so each test sees exactly what the
-view did (the end-to-end runs through a worker are in ``services/test_bulk.py`` and
+view did (the end-to-end runs through a worker are in ``services/test_bulk_runner.py`` and
 ``browser/test_sync.py``).
 """
 
 from __future__ import annotations
+
+import datetime as dt
+import re
 
 import pytest
 from django.core.management import call_command
@@ -13,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from integrations.models import ApiCall, BulkJob, JobState
-from integrations.services import bulk
+from integrations.services import bulk_jobs
 from integrations.services.oauth import account_disconnect
 from tests.factories import StaffFactory
 
@@ -50,7 +53,7 @@ def _sync_calls(portal) -> int:
 
 
 def _job(portal, *, state: str = JobState.PLANNING) -> BulkJob:
-    job = bulk.bulk_job_create(
+    job = bulk_jobs.bulk_job_create(
         account=portal.account,
         list_id=portal.list_id,
         csv_chunks=iter([b"email\na@example.com\n"]),
@@ -88,7 +91,7 @@ def test_every_page_renders_and_shows_no_secret(portal):
         reverse("integrations:dashboard"),
         reverse("integrations:account_list"),
         reverse("integrations:account_detail", args=[account.pk]),
-        reverse("integrations:account_lists", args=[account.pk]) + "?fresh=1",
+        reverse("integrations:account_lists", args=[account.pk]),
         _sync_url(portal),
         reverse("integrations:job_list"),
         reverse("integrations:job_detail", args=[job.pk]),
@@ -120,12 +123,106 @@ def test_unknown_ids_are_404(portal, name):
 # --- the account's lists --------------------------------------------------------------------
 def test_lists_partial_says_when_cc_fails_instead_of_erroring(portal):
     portal.app.sandbox.inject_api_fault(503, count=10, client_id=portal.app.api_key.client_id)
-    response = portal.get(
-        reverse("integrations:account_lists", args=[portal.account.pk]) + "?fresh=1"
+    response = portal.post(
+        reverse("integrations:account_lists_refresh", args=[portal.account.pk]),
+        HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
     assert "Could not load data from Constant Contact" in response.content.decode()
     portal.app.sandbox.clear_faults()
+
+
+def _list_reads() -> int:
+    return ApiCall.objects.filter(path_template="/contact_lists").count()
+
+
+def _as_of(page: str) -> str:
+    """The ``datetime`` of the lists card's "as of" time."""
+    match = re.search(r'Member counts as of <time datetime="([^"]+)" data-local-time>', page)
+    assert match, "the lists card says when CC reported the counts"
+    return match.group(1)
+
+
+def test_lists_card_says_as_of_when_and_refresh_reads_cc_again_in_place(portal):
+    lists_url = reverse("integrations:account_lists", args=[portal.account.pk])
+    refresh_url = reverse("integrations:account_lists_refresh", args=[portal.account.pk])
+    first = portal.get(lists_url).content.decode()
+    first_as_of = _as_of(first)
+    assert dt.datetime.fromisoformat(first_as_of).tzinfo is not None
+    assert f'hx-post="{refresh_url}"' in first and 'id="lists-refresh"' in first
+    assert _list_reads() == 1
+    assert _as_of(portal.get(lists_url).content.decode()) == first_as_of, "served from cache"
+    assert _list_reads() == 1
+
+    newsletter = portal.app.lists[0]
+    portal.app.sandbox.seed_contacts(portal.app.cc_account, count=3, list_ids=[newsletter.list_id])
+    refreshed = portal.post(refresh_url, HTTP_HX_REQUEST="true")
+    assert refreshed.status_code == 200
+    page = refreshed.content.decode()
+    assert page.startswith('<div id="account-lists">'), "the card alone, for htmx to swap"
+    assert _list_reads() == 2, "one call to CC, through the gateway"
+    assert re.search(r"<td>Newsletter</td>\s*<td>3</td>", page)
+    assert _as_of(page) >= first_as_of
+    # The next page view shows the counts just read, not the older cached ones.
+    assert _as_of(portal.get(lists_url).content.decode()) == _as_of(page)
+    assert _list_reads() == 2
+
+
+def test_refresh_without_htmx_goes_back_to_the_account_page(portal):
+    refresh_url = reverse("integrations:account_lists_refresh", args=[portal.account.pk])
+    response = portal.post(refresh_url)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("integrations:account_detail", args=[portal.account.pk])
+    assert _list_reads() == 1
+    assert portal.get(refresh_url).status_code == 405, "a refresh spends budget: POST only"
+
+
+def test_refresh_needs_the_operate_permission_and_a_csrf_token(portal):
+    from django.contrib.auth.models import Permission
+
+    refresh_url = reverse("integrations:account_lists_refresh", args=[portal.account.pk])
+    user = StaffFactory(username="viewer", is_superuser=False)
+    user.user_permissions.add(Permission.objects.get(codename="view_portal"))
+    viewer = Client()
+    viewer.force_login(user)
+    lists = viewer.get(reverse("integrations:account_lists", args=[portal.account.pk]))
+    assert "Member counts as of" in lists.content.decode()
+    assert 'id="lists-refresh"' not in lists.content.decode(), "no button it may not press"
+    assert viewer.post(refresh_url, HTTP_HX_REQUEST="true").status_code == 403
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(StaffFactory())
+    assert strict.post(refresh_url, HTTP_HX_REQUEST="true").status_code == 403
+    assert _list_reads() == 1, "only the viewer's page read the lists"
+
+
+def test_pages_name_the_account_by_organisation_and_login_email(portal):
+    from integrations.services.gateway import cc_call
+
+    account = portal.account
+    name = "Example Owner&#x27;s organization (owner@example.com)"
+    cc_call(account=account, method="GET", path="/contact_lists")
+    call = ApiCall.objects.filter(account=account).latest("pk")
+    job = _job(portal)
+    pages = {
+        "account list": reverse("integrations:account_list"),
+        "dashboard panel": reverse("integrations:key_panel", args=[account.api_key.pk]),
+        "job list": reverse("integrations:job_list"),
+        "job": reverse("integrations:job_detail", args=[job.pk]),
+        "sync": _sync_url(portal),
+        "call log": reverse("integrations:call_log"),
+        "call": reverse("integrations:call_detail", args=[call.pk]),
+        "admin": reverse("admin:integrations_connectedaccount_changelist"),
+    }
+    for what, url in pages.items():
+        page = portal.get(url).content.decode()
+        assert name in page, what
+    detail = portal.get(reverse("integrations:account_detail", args=[account.pk])).content
+    detail = detail.decode()
+    assert f"<h1>{name}</h1>" in detail
+    assert account.cc_user_id in detail, "the CC user id stays on the account's page"
+    assert 'id="account-login-email">owner@example.com<' in detail
+    log = portal.get(reverse("integrations:call_log")).content.decode()
+    assert f'<option value="{account.pk}">{name}</option>' in log, "the account filter"
 
 
 def test_lists_partial_of_a_disconnected_account_asks_to_connect(portal):
@@ -262,9 +359,30 @@ def test_cancel_of_a_job_no_worker_holds_is_immediate(portal):
     assert "hx-get" not in page, "a finished job stops polling"
 
 
+def test_run_of_a_plan_whose_removals_need_confirming_needs_the_box_ticked(portal):
+    job = _job(portal, state=JobState.PLANNED)
+    note = "Confirm the removals before running: it removes 9 of 10 members."
+    plan = {
+        "strategy": "batches",
+        "calls_after_export": 3,
+        "removes": 9,
+        "removals_need_confirmation": True,
+        "removal_note": note,
+    }
+    BulkJob.objects.filter(pk=job.pk).update(plan=plan)
+    page = portal.get(reverse("integrations:job_progress", args=[job.pk])).content.decode()
+    assert 'id="confirm-removals"' in page and note in page
+    url = reverse("integrations:job_action", args=[job.pk, "run"])
+    refused = portal.post(url, follow=True).content.decode()
+    assert "Nothing changed: Confirm the removals" in refused
+    assert _job_state(job) == JobState.PLANNED
+    portal.post(url, {"confirm_removals": "yes"})
+    assert _job_state(job) == JobState.QUEUED
+
+
 def test_run_of_a_planned_job_queues_it(portal):
     job = _job(portal, state=JobState.PLANNED)
-    BulkJob.objects.filter(pk=job.pk).update(plan={"strategy": "incremental"})
+    BulkJob.objects.filter(pk=job.pk).update(plan={"strategy": "batches", "calls_after_export": 3})
     portal.post(reverse("integrations:job_action", args=[job.pk, "run"]))
     assert _job_state(job) == JobState.QUEUED
     page = portal.get(reverse("integrations:job_progress", args=[job.pk])).content.decode()
@@ -273,7 +391,7 @@ def test_run_of_a_planned_job_queues_it(portal):
 
 def test_rejected_rows_download_is_csv_with_neutralised_formulas(portal):
     body = b"email,first_name\nok@example.com,Ok\n=HYPERLINK(1),x\nbad-address,=1+2\n"
-    job = bulk.bulk_job_create(
+    job = bulk_jobs.bulk_job_create(
         account=portal.account, list_id=portal.list_id, csv_chunks=iter([body])
     )
     response = portal.get(reverse("integrations:job_rejected_csv", args=[job.pk]))
@@ -347,14 +465,16 @@ def test_error_reports_hide_the_callbacks_code_and_state(rf):
         assert "boom" in text and "/accounts/callback/" in text
 
 
-def test_a_secret_no_key_opens_is_an_error_page_naming_the_fix(portal, settings):
+def test_a_secret_no_key_opens_is_named_on_its_page_and_breaks_no_list(portal, settings):
     from cryptography.fernet import Fernet
 
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    response = portal.get(reverse("integrations:account_detail", args=[portal.account.pk]))
-    assert response.status_code == 500
-    page = response.content.decode()
-    assert "cannot read its stored secrets" in page and "FIELD_ENCRYPTION_KEYS" in page
+    for page in ("account_detail", "account_list", "dashboard"):
+        args = [portal.account.pk] if page == "account_detail" else []
+        response = portal.get(reverse(f"integrations:{page}", args=args))
+        assert response.status_code == 200, page
+    detail = portal.get(reverse("integrations:account_detail", args=[portal.account.pk]))
+    assert "unreadable" in detail.content.decode()
 
 
 # --- account status as staff see it ----------------------------------------------------------
