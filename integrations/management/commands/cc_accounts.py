@@ -12,6 +12,7 @@ from django.utils import timezone
 from integrations import selectors
 from integrations.management.base import PortalCommand
 from integrations.models import ConnectedAccount
+from integrations.permissions import VIEW_PORTAL
 
 
 def _expires_in(account: ConnectedAccount) -> str:
@@ -32,6 +33,7 @@ def _idle(account: ConnectedAccount) -> str:
 
 class Command(PortalCommand):
     help = "List connected Constant Contact accounts, or show one."
+    required_permission = VIEW_PORTAL
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -49,11 +51,11 @@ class Command(PortalCommand):
                 "No connected accounts. Connect one in the portal (Accounts → Connect)."
             )
             return
-        header = f"{'ID':>4}  {'ACCOUNT':<32} {'KEY':<20} {'STATUS':<16} {'EXPIRES IN':<10} {'REFRESH':<10} IDLE"
+        header = f"{'ID':>4}  {'ACCOUNT':<48} {'KEY':<20} {'STATUS':<16} {'EXPIRES IN':<10} {'REFRESH':<10} IDLE"
         self.stdout.write(header)
         for a in accounts:
             self.stdout.write(
-                f"{a.pk:>4}  {str(a)[:32]:<32} {a.api_key.name[:20]:<20} {a.status:<16} "
+                f"{a.pk:>4}  {a.display_name[:48]:<48} {a.api_key.name[:20]:<20} {a.health().code:<16} "
                 f"{_expires_in(a):<10} {a.refresh_mode:<10} {_idle(a)}"
             )
 
@@ -63,12 +65,11 @@ class Command(PortalCommand):
         except ConnectedAccount.DoesNotExist:
             raise CommandError(f"no connected account with id {pk}.") from None
         rows = [
-            ("account", str(a)),
+            ("account", a.display_name),
+            ("organization", a.organization_name or "—"),
+            ("login email", a.login_email or "—"),
             ("key", f"{a.api_key.name} ({a.api_key.client_id})"),
-            (
-                "status",
-                a.get_status_display() + (f" — {a.status_reason}" if a.status_reason else ""),
-            ),
+            ("status", _health_line(a)),
             ("needs reconnect", "yes" if a.needs_reconnect else "no"),
             ("cc user", a.cc_user_id or "—"),
             ("platform user", a.platform_user_id or "—"),
@@ -76,7 +77,9 @@ class Command(PortalCommand):
             ("access token expires in", _expires_in(a)),
             (
                 "access token",
-                f"fingerprint {a.access_token_fingerprint}" if a.access_token else "none",
+                f"fingerprint {a.access_token_fingerprint}"
+                if a.access_token or a.tokens_unreadable
+                else "none",
             ),
             ("refresh mode", a.get_refresh_mode_display()),
             ("refresh token idle", _idle(a)),
@@ -90,3 +93,8 @@ class Command(PortalCommand):
                 "hint: CC's long-lived refresh tokens are safer for a server-side app — a crash "
                 "between CC rotating a token and ccportal storing it cannot then cost a reconnect."
             )
+
+
+def _health_line(account: ConnectedAccount) -> str:
+    health = account.health()
+    return health.label + (f" — {health.reason}" if health.reason else "")

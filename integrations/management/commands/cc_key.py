@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from integrations import selectors
+from integrations.management.base import PortalCommand
 from integrations.models import ApiKey
+from integrations.permissions import MANAGE_KEYS
 from integrations.services.keys import api_key_create, api_key_set_tier
 
 
@@ -27,12 +29,9 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _one_line(error: ValidationError) -> str:
-    return " ".join(error.messages)
-
-
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Add, list and re-tier Constant Contact API keys (applications)."
+    required_permission = MANAGE_KEYS
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -56,47 +55,47 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         action = options["action"]
-        try:
-            if action == "add":
-                key = api_key_create(
-                    name=options["name"],
-                    client_id=options["client_id"],
-                    client_secret=options["client_secret"],
-                    redirect_uri=options["redirect_uri"],
-                    tier=options["tier"],
-                    per_second=options["per_second"],
-                    per_day=options["per_day"],
-                    use_pkce=options["pkce"],
-                )
-                self.stdout.write(f"Added {key} — {self._describe(key)}")
-            elif action == "set-tier":
-                key = self._get(options["client_id"])
-                api_key_set_tier(
-                    api_key=key,
-                    tier=options["tier"],
-                    per_second=options["per_second"],
-                    per_day=options["per_day"],
-                )
-                self.stdout.write(f"{key} — {self._describe(key)}")
-            else:
-                self._list()
-        except ValidationError as error:
-            raise CommandError(_one_line(error)) from None
+        if action == "add":
+            key = api_key_create(
+                name=options["name"],
+                client_id=options["client_id"],
+                client_secret=options["client_secret"],
+                redirect_uri=options["redirect_uri"],
+                tier=options["tier"],
+                per_second=options["per_second"],
+                per_day=options["per_day"],
+                use_pkce=options["pkce"],
+            )
+            self.stdout.write(f"Added {key} — {self._describe(key)}")
+        elif action == "set-tier":
+            key = self._get(options["client_id"])
+            api_key_set_tier(
+                api_key=key,
+                tier=options["tier"],
+                per_second=options["per_second"],
+                per_day=options["per_day"],
+            )
+            self.stdout.write(f"{key} — {self._describe(key)}")
+        else:
+            self._list()
 
     def _get(self, client_id: str) -> ApiKey:
-        try:
-            return ApiKey.objects.get(client_id=client_id)
-        except ApiKey.DoesNotExist:
-            raise CommandError(f"no API key with client id {client_id!r}.") from None
+        key = selectors.api_key_list().filter(client_id=client_id).first()
+        if key is None:
+            raise CommandError(f"no API key with client id {client_id!r}.")
+        return key
 
     @staticmethod
     def _describe(key: ApiKey) -> str:
-        secret = "with secret" if key.client_secret else "no secret"
+        if key.secret_unreadable:
+            secret = "unreadable secret: re-enter it"
+        else:
+            secret = "with secret" if key.client_secret else "no secret"
         pkce = "PKCE on" if key.use_pkce else "PKCE off"
         return f"{key.tier}, {key.per_second}/s, {key.per_day:,}/day, {secret}, {pkce}"
 
     def _list(self) -> None:
-        keys = list(ApiKey.objects.all())
+        keys = list(selectors.api_key_list())
         if not keys:
             self.stdout.write("No API keys yet. Add one with: manage.py cc_key add --help")
             return

@@ -6,21 +6,22 @@ manage.py cc_request GET /contact_lists [--account ID] [--json BODY] [--lane bac
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl
 
 from django.core.management.base import CommandError
 
-from integrations.constant_contact.errors import CCError
+from integrations import selectors
 from integrations.management.base import PortalCommand
 from integrations.models import ConnectedAccount, Lane
+from integrations.permissions import OPERATE_PORTAL
 from integrations.services.gateway import cc_call
-from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
-from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class Command(PortalCommand):
     help = "Call the CC v3 API (path relative to /v3) for a connected account; prints JSON."
+    required_permission = OPERATE_PORTAL
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("method", help="GET, POST, PUT, PATCH or DELETE")
@@ -53,46 +54,34 @@ class Command(PortalCommand):
         account = self._account(options["account"])
         params = None
         if "?" in path:
-            from urllib.parse import parse_qsl
-
             path, query = path.split("?", 1)
             params = dict(parse_qsl(query, keep_blank_values=True))
-        try:
-            answer = cc_call(
-                account=account,
-                method=method,
-                path=path,
-                params=params,
-                json=body,
-                lane=options["lane"],
-            )
-        except (
-            CCError,
-            QuotaExhausted,
-            QuotaStoreUnavailable,
-            AccountNotConnected,
-            TokenRefreshFailed,
-        ) as exc:
-            raise CommandError(str(exc)) from None
+        answer = cc_call(
+            account=account,
+            method=method,
+            path=path,
+            params=params,
+            json=body,
+            lane=options["lane"],
+        )
         if isinstance(answer, dict | list):
             self.stdout.write(json.dumps(answer, indent=2))
         elif answer is not None:
             self.stdout.write(str(answer))
 
     def _account(self, pk: int | None) -> ConnectedAccount:
-        accounts = ConnectedAccount.objects.select_related("api_key")
         if pk is not None:
-            try:
-                return accounts.get(pk=pk)
-            except ConnectedAccount.DoesNotExist:
+            account = selectors.account_get(pk=pk)
+            if account is None:
                 raise CommandError(
                     f"no connected account with id {pk} (see manage.py cc_accounts list)."
-                ) from None
-        active = list(accounts.filter(status="active")[:2])
-        if len(active) != 1:
+                )
+            return account
+        account, active = selectors.account_only_active()
+        if account is None:
             raise CommandError(
                 "more than one connected account: pass --account ID."
                 if active
                 else "no connected account: connect one in the portal first."
             )
-        return active[0]
+        return account

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from integrations.management.base import PortalCommand
+from integrations.permissions import OPERATE_PORTAL
 from integrations.services.tokens import tokens_keep_alive
 
 
@@ -9,6 +10,7 @@ class Command(PortalCommand):
         "Refresh accounts whose refresh token has been idle for --idle-days (default 150), "
         "before CC expires it at 180 days."
     )
+    required_permission = OPERATE_PORTAL
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--idle-days", type=int, default=None)

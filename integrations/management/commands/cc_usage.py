@@ -8,26 +8,24 @@ from django.core.management.base import CommandError
 
 from integrations import selectors
 from integrations.management.base import PortalCommand
+from integrations.permissions import VIEW_PORTAL
 
 
 class Command(PortalCommand):
     help = "Show today's Constant Contact API usage per key."
+    required_permission = VIEW_PORTAL
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--key", help="client id or numeric id of one key")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def handle(self, *args, **options) -> None:
-        keys = selectors.api_key_list()
+        keys = list(selectors.api_key_list())
         if options["key"]:
-            selector = options["key"]
-            keys = (
-                keys.filter(pk=int(selector))
-                if selector.isascii() and selector.isdigit()
-                else keys.filter(client_id=selector)
-            )
-            if not keys.exists():
-                raise CommandError(f"no API key {selector!r} (see manage.py cc_key list).")
+            key = selectors.api_key_find(ident=options["key"])
+            if key is None:
+                raise CommandError(f"no API key {options['key']!r} (see manage.py cc_key list).")
+            keys = [key]
         summaries = [selectors.key_usage_summary(api_key=key) for key in keys]
         if options["json"]:
             self.stdout.write(json.dumps(summaries, indent=2))

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from integrations import conf
+from integrations.management.base import PortalCommand
+from integrations.services.sandbox_setup import sandbox_prepare_for_portal
+from integrations.tasks import periodic_tasks_ensure_scheduled
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Run the portal, a db_worker and (sandbox mode) the CC sandbox; prints URL and login."
 
     def add_arguments(self, parser) -> None:
@@ -42,16 +45,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop_on_term)
         try:
             if conf.cc_mode() == "sandbox":
-                from integrations.sandbox.process import sandbox_prepare_for_portal
-
                 start("sandbox", [*manage, "run_sandbox", "--port", str(options["sandbox_port"])])
-                sandbox_prepare_for_portal(
-                    sandbox_url=sandbox_url,
-                    portal_url=f"http://127.0.0.1:{options['port']}",
-                    stdout=self.stdout,
+                ready = sandbox_prepare_for_portal(
+                    sandbox_url=sandbox_url, portal_url=f"http://127.0.0.1:{options['port']}"
                 )
-            from integrations.tasks import periodic_tasks_ensure_scheduled
-
+                self.stdout.write(ready)
             periodic_tasks_ensure_scheduled()
             start("worker", [*manage, "db_worker", "--queue-name", "*", "--no-reload"])
             start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{options['port']}"])

@@ -29,7 +29,10 @@ def test_list_shows_each_account_with_status_and_expiry(connected_account):
     lines = run("cc_accounts", "list").splitlines()
     assert lines[0].split()[:3] == ["ID", "ACCOUNT", "KEY"]
     row = lines[1]
-    assert str(connected_account.pk) in row and "active" in row
+    assert row.split()[0] == str(connected_account.pk)
+    assert "Example Owner's organization (owner@example.com)" in row, "named, not by its id"
+    assert connected_account.cc_user_id not in row
+    assert "connected" in row.split(), "the STATUS column is the account's health"
     assert "23h5" in row, "a fresh CC token lives 24 h"
 
 
@@ -37,7 +40,13 @@ def test_show_prints_identity_scopes_and_a_fingerprint_never_the_token(connected
     account = ConnectedAccount.objects.get(pk=connected_account.pk)
     out = run("cc_accounts", "show", str(account.pk))
     assert account.cc_user_id in out
-    assert "contact_data offline_access" in out
+    lines = out.splitlines()
+    assert lines[0].split(None, 1) == [
+        "account",
+        "Example Owner's organization (owner@example.com)",
+    ]
+    assert "owner@example.com" in next(line for line in lines if line.startswith("login email"))
+    assert "contact_data account_read offline_access" in out
     assert f"fingerprint {account.access_token_fingerprint}" in out
     assert account.access_token not in out and account.refresh_token not in out
 
@@ -70,13 +79,18 @@ def test_keepalive_refreshes_only_idle_tokens_through_the_token_endpoint(cc_app,
     assert run("cc_tokens_keepalive", "--idle-days", "30").strip() == "No idle refresh tokens."
 
 
-def test_a_secret_no_key_opens_is_a_one_line_error_naming_the_fix(connected_account, settings):
+def test_a_secret_no_key_opens_is_named_in_lists_and_a_one_line_error_where_needed(
+    connected_account, settings
+):
     from cryptography.fernet import Fernet
 
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    for args in (("cc_accounts", "list"), ("cc_request", "GET", "/contact_lists")):
-        with pytest.raises(CommandError, match=r"Cannot decrypt .*FIELD_ENCRYPTION_KEYS"):
-            run(*args)
+    assert "tokens_unreadable" in run("cc_accounts", "list")
+    shown = run("cc_accounts", "show", str(connected_account.pk))
+    assert "Tokens unreadable" in shown and "fingerprint unreadable: re-enter it" in shown
+    with pytest.raises(CommandError, match=r"Cannot decrypt .*FIELD_ENCRYPTION_KEYS") as failed:
+        run("cc_request", "GET", "/contact_lists")
+    assert "\n" not in str(failed.value)
 
 
 def test_usage_of_a_key_named_by_a_non_ascii_digit_is_an_error(db):

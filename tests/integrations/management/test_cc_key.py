@@ -72,10 +72,26 @@ def test_custom_tier_with_limits():
             "is not an absolute http(s) URL",
         ),
         (["--tier", "gold"], "unknown tier 'gold'"),
-        (["--tier", "custom"], "custom tier needs --per-second and --per-day"),
-        (["--tier", "custom", "--per-second", "3"], "custom tier needs --per-second and --per-day"),
+        (["--tier", "custom"], "custom tier needs a per-second and a per-day limit"),
+        (
+            ["--tier", "custom", "--per-second", "3"],
+            "custom tier needs a per-second and a per-day limit",
+        ),
         (["--tier", "standard", "--per-second", "9"], "fixed limits"),
         (["--tier", "custom", "--per-second", "0", "--per-day", "5"], "must be at least 1"),
+        (["--tier", "standard", "--name", "n" * 101], "name is 101 characters long; at most 100"),
+        (
+            ["--tier", "standard", "--client-id", "c" * 150],
+            "client id is 150 characters long; at most 100",
+        ),
+        (
+            ["--tier", "standard", "--redirect-uri", "https://x.example/" + "p" * 500],
+            "redirect URI is 518 characters long; at most 500",
+        ),
+        (
+            ["--tier", "standard", "--client-secret", "s" * 501],
+            "client secret is 501 characters long; at most 500",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(args, message):
@@ -85,6 +101,14 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(args, message):
     assert message in str(excinfo.value)
     assert "\n" not in str(excinfo.value).strip()
     assert not ApiKey.objects.exists()
+
+
+def test_list_names_a_key_whose_secret_no_key_opens(settings):
+    from cryptography.fernet import Fernet
+
+    run(*GOOD, "--tier", "standard")
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    assert "cid-1\tMain\tstandard, 4/s, 10,000/day, unreadable secret: re-enter it" in run("list")
 
 
 def test_duplicate_client_id_is_refused_and_first_key_kept():
@@ -116,6 +140,7 @@ def test_list_and_set_tier():
     assert ApiKey.objects.get().tier == "partner"
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
     import os
     import subprocess

@@ -19,8 +19,20 @@ def run(command: str, *args: str) -> str:
     return out.getvalue()
 
 
+#: Connecting reads CC's account summary: one API call before each test's own.
+SUMMARY = "/account/summary"
+
+
 def sandbox_requests(cc_app) -> int:
-    return cc_app.sandbox.stats(cc_app.api_key.client_id).requests
+    """What reached the sandbox since the account was connected."""
+    stats = cc_app.sandbox.stats(cc_app.api_key.client_id)
+    return stats.requests - sum(stats.by_path.get(f"GET /v3{SUMMARY}", {}).values())
+
+
+def command_calls(cc_app):
+    """The API calls in the ledger since the account was connected."""
+    calls = ApiCall.objects.filter(api_key=cc_app.api_key, kind=CallKind.API)
+    return calls.exclude(path_template=SUMMARY)
 
 
 # --- cc_request -------------------------------------------------------------------------------
@@ -31,7 +43,7 @@ def test_cc_request_get_contact_lists_prints_cc_json(cc_app, connected_account):
 
     assert sorted(item["name"] for item in answer["lists"]) == ["Customers", "Newsletter"]
     assert sandbox_requests(cc_app) == 1
-    call = ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API)
+    call = command_calls(cc_app).get()
     assert (call.method, call.path_template, call.status_code) == ("GET", "/contact_lists", 200)
 
 
@@ -47,9 +59,7 @@ def test_cc_request_passes_the_query_string_as_parameters(cc_app, connected_acco
     )
 
     assert [item["name"] for item in answer["lists"]] == ["Customers"]
-    assert ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API).path_template == (
-        "/contact_lists"
-    )
+    assert command_calls(cc_app).get().path_template == ("/contact_lists")
 
 
 def test_cc_request_posts_a_json_body(cc_app, connected_account):
@@ -73,8 +83,19 @@ def test_cc_request_shows_cc_errors_readably(cc_app, connected_account):
         (("POST", "/contact_lists", "--json", "{name: 1}"), "--json is not valid JSON"),
         (("GET", "contact_lists"), "path must start with '/'"),
         (("GET", "/contact_lists", "--account", "999999"), "no connected account with id 999999"),
+        (("GET", "/../../oauth2/default/v1/keys"), "would leave /v3"),
+        (("GET", "/v3/contacts/%2e%2e/%2E%2E/x"), "would leave /v3"),
+        (("GET", "//evil.example/v3/contacts"), "absolute URL"),
     ],
-    ids=["bad-method", "bad-json", "relative-path", "unknown-account"],
+    ids=[
+        "bad-method",
+        "bad-json",
+        "relative-path",
+        "unknown-account",
+        "dot-dot",
+        "encoded-dot-dot",
+        "other-host",
+    ],
 )
 def test_cc_request_refuses_bad_input_without_calling_cc(cc_app, connected_account, args, message):
     with pytest.raises(CommandError, match=message):
@@ -96,17 +117,17 @@ def test_cc_usage_reports_today_in_text_and_json(cc_app, connected_account):
 
     text = run("cc_usage")
     assert f"Sandbox test app ({cc_app.api_key.client_id}) — standard, 4/s, 10,000/day" in text
-    # 3 API calls; the connect's token call spends none of CC's API budget.
-    assert "3 calls, 9,997 remaining" in text
+    # 3 API calls and the connect's account summary; its token call spends no API budget.
+    assert "4 calls, 9,996 remaining" in text
     assert "0 throttled, 0 quota" in text
 
     [summary] = json.loads(run("cc_usage", "--json", "--key", cc_app.api_key.client_id))
     assert summary["key"] == cc_app.api_key.client_id
-    assert summary["calls_today"] == 3
-    assert summary["remaining_today"] == 9_997
+    assert summary["calls_today"] == 4
+    assert summary["remaining_today"] == 9_996
     assert summary["token_calls_today"] == 1
-    assert summary["calls_last_minute"] == 3
-    assert summary["utilisation_last_minute"] == pytest.approx(3 / 240)
+    assert summary["calls_last_minute"] == 4
+    assert summary["utilisation_last_minute"] == pytest.approx(4 / 240)
     by_id = json.loads(run("cc_usage", "--json", "--key", str(cc_app.api_key.pk)))
     assert [s["key"] for s in by_id] == [cc_app.api_key.client_id]
 
@@ -118,7 +139,7 @@ def test_cc_usage_unknown_key_is_an_error(cc_app):
 
 def test_cc_request_in_the_background_lane_is_recorded_so(cc_app, connected_account):
     run("cc_request", "GET", "/contact_lists", "--lane", "background")
-    call = ApiCall.objects.get(api_key=cc_app.api_key, kind=CallKind.API)
+    call = command_calls(cc_app).get()
     assert call.lane == "background"
 
 
