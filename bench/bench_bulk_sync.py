@@ -4,7 +4,7 @@
                                               [--speed 20000]
 
 Set up like a deployment: its own sandbox process (``manage.py run_sandbox --port 0``), a
-fresh SQLite database in a temporary folder (``migrate``, ``createcachetable``), a standard-tier
+fresh SQLite database in a temporary folder (``migrate``), a standard-tier
 API key and an account connected through the OAuth flow. The sandbox list holds ``--members``
 contacts; the desired CSV drops the first ``--churn`` of them and adds ``--churn`` new ones.
 The job is planned, approved and run in this process, exactly as a worker runs it.
@@ -112,7 +112,6 @@ def main() -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        call_command("createcachetable", verbosity=0)
         return _run(sandbox.control, home, args)
     finally:
         sandbox.stop()
@@ -122,7 +121,7 @@ def _run(control, home: Path, args: argparse.Namespace) -> int:
     from urllib.parse import parse_qs, urlsplit
 
     from integrations.models import JobState
-    from integrations.services import bulk
+    from integrations.services import bulk_jobs, bulk_runner
     from integrations.services.keys import api_key_create
     from integrations.services.oauth import connect_complete, connect_start
 
@@ -159,17 +158,17 @@ def _run(control, home: Path, args: argparse.Namespace) -> int:
     clock.install()
     clock.active = True
     started = time.perf_counter()
-    job = bulk.bulk_job_create(
+    job = bulk_jobs.bulk_job_create(
         account=account,
         list_id=target.list_id,
         list_name=target.name,
         csv_chunks=_chunks(desired_path),
     )
-    bulk.bulk_job_advance(job_id=job.pk, max_inline_wait=3600)
+    bulk_runner.bulk_job_advance(job_id=job.pk, max_inline_wait=3600)
     job.refresh_from_db()
     assert job.state == JobState.PLANNED, (job.state, job.error)
-    bulk.bulk_job_approve(job=job)
-    bulk.bulk_job_advance(job_id=job.pk, max_inline_wait=3600)
+    bulk_jobs.bulk_job_approve(allow_removals=True, job=job)
+    bulk_runner.bulk_job_advance(job_id=job.pk, max_inline_wait=3600)
     wall = time.perf_counter() - started
     clock.active = False
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

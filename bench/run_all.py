@@ -23,6 +23,7 @@ BENCHMARKS = [
     ),
     ("compressed day", "bench_compressed_day.py", []),
     ("bulk list sync", "bench_bulk_sync.py", []),
+    ("dashboard and call log, 1,000,000 calls", "bench_dashboard.py", []),
 ]
 QUICK = {
     "bench_utilisation.py": ["--seconds", "10"],
