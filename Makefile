@@ -1,4 +1,5 @@
 # ccportal — `make run` serves the portal with the sandbox and a worker; `make test` runs the suite.
+# `make test-fast`: the tests that start no child process (the inner loop, under a minute).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SANDBOX_PORT ?= 8765
 
-.PHONY: install run test lint bench browser clean
+.PHONY: install run test test-fast lint bench faults browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,19 +26,28 @@ browser:
 
 run: install
 	@$(PY) manage.py migrate --noinput -v 0
-	@$(PY) manage.py createcachetable
 	@$(PY) manage.py ensure_staff_login
 	@$(PY) manage.py serve_portal --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: install browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+test-fast: install
+	@CCPORTAL_TEST_TIER=fast $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# Formatting, ruff's rules, and the import contracts that enforce the layers (pyproject.toml).
 lint: install
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	@$(PY) bench/run_all.py
+
+# One row per fault (5xx, resets, timeouts, activity end states, outages, kills, Redis,
+# SQLite, key rotation) against real processes; exits 1 if any row lost or duplicated work.
+faults: install
+	$(PY) bench/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

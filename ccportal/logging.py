@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 
 class LoggerFloor(logging.Filter):
@@ -26,4 +27,51 @@ class LoggerFloor(logging.Filter):
         for name, level in self.floors.items():
             if record.name == name or record.name.startswith(f"{name}."):
                 return record.levelno >= level
+        return True
+
+
+#: Query parameters and form fields whose values are secrets wherever they appear: the PKCE
+#: verifier, tokens and client secrets.
+SECRET_PARAMETERS = (
+    "code_verifier",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "id_token",
+)
+#: OAuth's ``code`` and ``state`` are secrets inside a query string or a form body, but the words
+#: are common ("state=FAILED" in a worker's log line), so they count only after ``?`` or ``&``
+#: or at the start of the text.
+QUERY_SECRET_PARAMETERS = ("code", "state")
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>\b(?:" + "|".join(SECRET_PARAMETERS) + r")"
+    r"|(?:(?<=[?&])|^)(?:" + "|".join(QUERY_SECRET_PARAMETERS) + r"))"
+    r"=(?P<value>[^&\s\"'#]+)"
+)
+#: ``scheme://user:password@host`` — the password part.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s/]+)@")
+HIDDEN = "[hidden]"
+
+
+def scrub(text: str) -> str:
+    """``text`` with the values of secret parameters and the passwords in URLs hidden."""
+    text = _SECRET_PARAMETER.sub(lambda m: f"{m['name']}={HIDDEN}", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{HIDDEN}@", text)
+
+
+class SecretScrubber(logging.Filter):
+    """Rewrites each record so no log line carries an OAuth code, state, verifier, token or a
+    password inside a URL — whoever logged it (runserver's request lines and Django's
+    "Bad Request: /accounts/callback/?code=…" included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            # Format the traceback now, so what the handler prints is the scrubbed text.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
         return True

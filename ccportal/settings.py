@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
 from ccportal.local_secrets import development_encryption_keys, development_secret_key
+from integrations.constant_contact import endpoints as cc_live
+from integrations.constant_contact.limits import TOKEN_REQUESTS_PER_SECOND
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,22 +27,45 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
 if DJANGO_ENV not in {"development", "production", "test"}:
-    raise ImproperlyConfigured(
-        f"DJANGO_ENV must be development, production or test, not {DJANGO_ENV!r}."
+    raise SystemExit(
+        f"ccportal: DJANGO_ENV must be development, production or test, not {DJANGO_ENV!r}."
     )
 PRODUCTION = DJANGO_ENV == "production"
 VAR_DIR = Path(env.str("CCPORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
 
+
 # --- core -----------------------------------------------------------------------------------
+def _production_requires(name: str, value, why: str):
+    """``value`` of ``name``, or start-up stops with one line naming the variable (no
+    traceback: a missing variable is the operator's to fix, not a bug)."""
+    if isinstance(value, list):
+        value = [item.strip() for item in value if item.strip()]
+    else:
+        value = value.strip()
+    if not value:
+        raise SystemExit(f"ccportal: {name} must be set when DJANGO_ENV=production ({why}).")
+    return value
+
+
 if PRODUCTION:
-    SECRET_KEY = env.str("SECRET_KEY")
+    SECRET_KEY = _production_requires(
+        "SECRET_KEY",
+        env.str("SECRET_KEY", default=""),
+        "a long random string; it signs sessions and CSRF tokens",
+    )
 else:
     SECRET_KEY = env.str("SECRET_KEY", default="") or development_secret_key(VAR_DIR)
 
-DEBUG = env.bool("DEBUG", default=not PRODUCTION)
-ALLOWED_HOSTS = env.list(
-    "ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"]
-)
+# Production runs with DEBUG off unless DEBUG is set explicitly (an empty value is unset).
+DEBUG = env.bool("DEBUG") if env.str("DEBUG", default="") else not PRODUCTION
+if PRODUCTION:
+    ALLOWED_HOSTS = _production_requires(
+        "ALLOWED_HOSTS",
+        env.list("ALLOWED_HOSTS", default=[]),
+        "the comma-separated host names the portal is served under",
+    )
+else:
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[]) or ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -51,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_htmx",
     "django_tasks",
     "django_tasks_db",
@@ -122,21 +147,30 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", 0 if DEBUG else 60)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# The database cache: the cache itself without Redis, and the stand-in while Redis does not
+# answer (its table is made by migration 0008, so `migrate` is the only step a deploy needs).
+_DATABASE_CACHE = {
+    "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+    "LOCATION": "ccportal_cache",
+}
 if REDIS_URL:
+    # Login limits, Connect limits and the lists cache keep working on the database while
+    # Redis is down (ccportal.cache.FailoverCache); the banner says so.
     CACHES = {
         "default": {
+            "BACKEND": "ccportal.cache.FailoverCache",
+            "OPTIONS": {"PRIMARY": "redis", "FALLBACK": "database"},
+        },
+        "redis": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-        }
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+        },
+        "database": _DATABASE_CACHE,
     }
 else:
     # Shared by every process on the host (django-ratelimit needs a shared cache).
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "ccportal_cache",
-        }
-    }
+    CACHES = {"default": _DATABASE_CACHE}
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
@@ -189,7 +223,11 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # opens old ones. Rotate: put a new key first, run `manage.py rotate_encryption_keys`, then drop
 # the old key.
 if PRODUCTION:
-    FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")
+    FIELD_ENCRYPTION_KEYS = _production_requires(
+        "FIELD_ENCRYPTION_KEYS",
+        env.list("FIELD_ENCRYPTION_KEYS", default=[]),
+        "comma-separated Fernet keys, newest first; they encrypt tokens and client secrets",
+    )
 else:
     FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[]) or (
         development_encryption_keys(VAR_DIR)
@@ -198,32 +236,35 @@ else:
 # --- Constant Contact -------------------------------------------------------------------------
 # CC_MODE=sandbox points every endpoint at the local sandbox (`manage.py run_sandbox`);
 # CC_MODE=live uses Constant Contact. An explicitly set CC_* URL always wins.
-CC_MODE = env.str("CC_MODE", default="live" if PRODUCTION else "sandbox")
+CC_MODE = env.str("CC_MODE", default="") or ("live" if PRODUCTION else "sandbox")
 if CC_MODE not in {"sandbox", "live"}:
-    raise ImproperlyConfigured(f"CC_MODE must be sandbox or live, not {CC_MODE!r}.")
+    raise SystemExit(f"ccportal: CC_MODE must be sandbox or live, not {CC_MODE!r}.")
 CC_SANDBOX_URL = env.str("CC_SANDBOX_URL", default="http://127.0.0.1:8765").rstrip("/")
 
 _CC_LIVE = {
-    "CC_AUTHORIZE_URL": "https://authz.constantcontact.com/oauth2/default/v1/authorize",
-    "CC_TOKEN_URL": "https://authz.constantcontact.com/oauth2/default/v1/token",
-    "CC_API_BASE_URL": "https://api.cc.email/v3",
-    "CC_JWKS_URL": "https://identity.constantcontact.com/oauth2/aus1lm3ry9mF7x2Ja0h8/v1/keys",
-    "CC_JWT_ISSUER": "https://identity.constantcontact.com/oauth2/aus1lm3ry9mF7x2Ja0h8",
-    "CC_JWT_AUDIENCE": "https://api.cc.email/v3",
+    "CC_AUTHORIZE_URL": cc_live.AUTHORIZE_URL,
+    "CC_TOKEN_URL": cc_live.TOKEN_URL,
+    "CC_API_BASE_URL": cc_live.API_BASE_URL,
+    "CC_JWKS_URL": cc_live.JWKS_URL,
+    "CC_JWT_ISSUER": cc_live.JWT_ISSUER,
+    "CC_JWT_AUDIENCE": cc_live.JWT_AUDIENCE,
 }
+# The sandbox serves CC's paths and signs with CC's issuer and audience, so validation is
+# identical in both modes.
 _CC_SANDBOX = {
-    "CC_AUTHORIZE_URL": f"{CC_SANDBOX_URL}/oauth2/default/v1/authorize",
-    "CC_TOKEN_URL": f"{CC_SANDBOX_URL}/oauth2/default/v1/token",
-    "CC_API_BASE_URL": f"{CC_SANDBOX_URL}/v3",
-    "CC_JWKS_URL": f"{CC_SANDBOX_URL}/oauth2/aus1lm3ry9mF7x2Ja0h8/v1/keys",
-    # The sandbox signs with CC's issuer and audience so validation is identical in both modes.
-    "CC_JWT_ISSUER": _CC_LIVE["CC_JWT_ISSUER"],
-    "CC_JWT_AUDIENCE": _CC_LIVE["CC_JWT_AUDIENCE"],
+    "CC_AUTHORIZE_URL": CC_SANDBOX_URL + cc_live.AUTHORIZE_PATH,
+    "CC_TOKEN_URL": CC_SANDBOX_URL + cc_live.TOKEN_PATH,
+    "CC_API_BASE_URL": CC_SANDBOX_URL + cc_live.API_PATH,
+    "CC_JWKS_URL": CC_SANDBOX_URL + cc_live.JWKS_PATH,
+    "CC_JWT_ISSUER": cc_live.JWT_ISSUER,
+    "CC_JWT_AUDIENCE": cc_live.JWT_AUDIENCE,
 }
 for _name, _default in (_CC_SANDBOX if CC_MODE == "sandbox" else _CC_LIVE).items():
     globals()[_name] = env.str(_name, default=_default)
 
 CC_EXTRA_SCOPES = env.list("CC_EXTRA_SCOPES", default=[])
+CC_API_CONNECT_TIMEOUT = env.float("CC_API_CONNECT_TIMEOUT", default=5.0)
+CC_API_READ_TIMEOUT = env.float("CC_API_READ_TIMEOUT", default=30.0)
 CC_QUOTA_STORE = env.str(
     "CC_QUOTA_STORE",
     default="integrations.services.quota_stores.RedisStore"
@@ -236,9 +277,51 @@ CC_TOKEN_REFRESH_SKEW = env.int("CC_TOKEN_REFRESH_SKEW", default=300)
 CC_TOKEN_LEASE_SECONDS = env.float("CC_TOKEN_LEASE_SECONDS", default=30.0)
 CC_TOKEN_WAIT_SECONDS = env.float("CC_TOKEN_WAIT_SECONDS", default=120.0)
 CC_TOKEN_KEEPALIVE_DAYS = env.int("CC_TOKEN_KEEPALIVE_DAYS", default=150)
+CC_TOKEN_REQUESTS_PER_SECOND = env.float(
+    "CC_TOKEN_REQUESTS_PER_SECOND", default=TOKEN_REQUESTS_PER_SECOND
+)
+CC_OAUTH_STATE_LIFETIME = env.int("CC_OAUTH_STATE_LIFETIME", default=600)
 CC_QUOTA_MARGIN = env.float("CC_QUOTA_MARGIN", default=0.05)
+CC_QUOTA_MARGIN_STEP = env.float("CC_QUOTA_MARGIN_STEP", default=0.05)
+CC_QUOTA_MARGIN_MAX = env.float("CC_QUOTA_MARGIN_MAX", default=0.5)
 CC_QUOTA_INTERACTIVE_RESERVE = env.float("CC_QUOTA_INTERACTIVE_RESERVE", default=0.05)
+CC_QUOTA_BACKGROUND_HORIZON = env.float("CC_QUOTA_BACKGROUND_HORIZON", default=0.3)
+CC_QUOTA_DAY_GUARD = env.float("CC_QUOTA_DAY_GUARD", default=5.0)
 CC_QUOTA_REDIS_PREFIX = env.str("CC_QUOTA_REDIS_PREFIX", default="ccportal:quota:")
+CC_QUOTA_STORE_TIMEOUT = env.float("CC_QUOTA_STORE_TIMEOUT", default=1.0)
+CC_BULK_FIRST_POLL_DELAY = env.float("CC_BULK_FIRST_POLL_DELAY", default=2.0)
+CC_BULK_MAX_POLL_DELAY = env.float("CC_BULK_MAX_POLL_DELAY", default=30.0)
+CC_BULK_LEASE_SECONDS = env.float("CC_BULK_LEASE_SECONDS", default=60.0)
+# Empty: one and a half leases.
+CC_BULK_STALLED_AFTER = env.float("CC_BULK_STALLED_AFTER", default=0.0)
+CC_BULK_WATCHDOG_SECONDS = env.float("CC_BULK_WATCHDOG_SECONDS", default=15.0)
+CC_BULK_RESUME_AFTER = env.float("CC_BULK_RESUME_AFTER", default=300.0)
+CC_BULK_UPLOAD_MAX_BYTES = env.int("CC_BULK_UPLOAD_MAX_BYTES", default=64 * 1024 * 1024)
+CC_BULK_FILES_DAYS = env.int("CC_BULK_FILES_DAYS", default=7)
+CC_CALL_LOG_DAYS = env.int("CC_CALL_LOG_DAYS", default=30)
+CC_METRICS_TOKEN = env.str("CC_METRICS_TOKEN", default="")
+CC_SYNC_CONFIRM_REMOVAL_SHARE = env.float("CC_SYNC_CONFIRM_REMOVAL_SHARE", default=0.10)
+
+# --- alerts and e-mail -------------------------------------------------------------------------
+CC_ALERTS_EVALUATE_SECONDS = env.float("CC_ALERTS_EVALUATE_SECONDS", default=30.0)
+CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT = env.float("CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+CC_ALERTS_WEBHOOK_READ_TIMEOUT = env.float("CC_ALERTS_WEBHOOK_READ_TIMEOUT", default=5.0)
+CC_ALERTS_GIVE_UP_HOURS = env.float("CC_ALERTS_GIVE_UP_HOURS", default=24.0)
+CC_ALERTS_EMAIL_FROM = env.str("CC_ALERTS_EMAIL_FROM", default="")
+# Development prints e-mails on the console; production sends them over SMTP.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ccportal@localhost")
 
 # --- logging ----------------------------------------------------------------------------------
 # Debug pages and error e-mails hide the OAuth callback's code and state.
@@ -250,6 +333,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "filters": {
+        # No OAuth code, state, verifier, token or URL password reaches a log line.
+        "secrets": {"()": "ccportal.logging.SecretScrubber"},
         # Task start/finish lines every 15 s (the watchdog) would drown the console; failed
         # tasks are logged as errors and still show. LOG_LEVEL=DEBUG shows everything.
         "task_chatter": {
@@ -257,13 +342,13 @@ LOGGING = {
             "floors": {}
             if LOG_LEVEL == "DEBUG"
             else {"django_tasks": "WARNING", "django_tasks_db": "WARNING"},
-        }
+        },
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["task_chatter"],
+            "filters": ["secrets", "task_chatter"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -6,12 +6,18 @@ same suite on PostgreSQL + Redis.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 
 os.environ.setdefault("DJANGO_ENV", "test")
-os.environ.setdefault("CCPORTAL_VAR_DIR", tempfile.mkdtemp(prefix="ccportal-test-"))
+if "CCPORTAL_VAR_DIR" not in os.environ:
+    # This process owns the run's folder (child processes inherit it through the environment)
+    # and leaves nothing behind in the temp directory.
+    os.environ["CCPORTAL_VAR_DIR"] = tempfile.mkdtemp(prefix="ccportal-test-")
+    atexit.register(shutil.rmtree, os.environ["CCPORTAL_VAR_DIR"], ignore_errors=True)
 
 from ccportal.settings import *  # noqa: F403
 from ccportal.settings import DATABASES

@@ -64,3 +64,18 @@ def check_cc_endpoints(app_configs, **kwargs):
                 )
             )
     return issues
+
+
+@register(Tags.security, deploy=True)
+def check_production_talks_to_constant_contact(app_configs, **kwargs):
+    """``check --deploy``: a production portal on the sandbox would hand out made-up tokens."""
+    if conf.django_env() == "production" and conf.cc_mode() == "sandbox":
+        return [
+            Error(
+                "CC_MODE is sandbox in production: every call would go to the local sandbox, "
+                "not to Constant Contact.",
+                hint="Unset CC_MODE (production defaults to live) or set CC_MODE=live.",
+                id="integrations.E004",
+            )
+        ]
+    return []

@@ -1,13 +1,18 @@
 """Typed access to ccportal's settings: the one place the app reads ``django.conf.settings``.
 
-Defaults work in the sandbox; misconfiguration is reported by ``integrations.checks``.
+``ccportal/settings.py`` reads each value from the environment with its default (each is
+documented in ``.env.example``); this module hands them out typed, read at call time so a
+test's ``settings`` override applies at once. Misconfiguration is reported by
+``integrations.checks``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,16 @@ class CCEndpoints:
     jwks_url: str
     jwt_issuer: str
     jwt_audience: str
+
+
+def django_env() -> str:
+    """The settings profile: ``development``, ``production`` or ``test``."""
+    return settings.DJANGO_ENV
+
+
+def debug() -> bool:
+    """``DEBUG``: Django's debug pages (on in development, off in production unless set)."""
+    return bool(settings.DEBUG)
 
 
 def cc_mode() -> str:
@@ -41,10 +56,11 @@ def cc_endpoints() -> CCEndpoints:
 
 
 def cc_scopes() -> list[str]:
-    """Scopes asked for on connect: CC's ``contact_data`` and ``offline_access`` (needed for a
-    refresh token) plus any ``CC_EXTRA_SCOPES``."""
-    scopes = ["contact_data", "offline_access"]
-    scopes += [s for s in getattr(settings, "CC_EXTRA_SCOPES", []) if s not in scopes]
+    """Scopes asked for on connect: CC's ``contact_data``, ``account_read`` (the account
+    summary that names the connection) and ``offline_access`` (needed for a refresh token),
+    plus any ``CC_EXTRA_SCOPES``."""
+    scopes = ["contact_data", "account_read", "offline_access"]
+    scopes += [s for s in settings.CC_EXTRA_SCOPES if s not in scopes]
     return scopes
 
 
@@ -60,37 +76,52 @@ def redis_url() -> str:
     return settings.REDIS_URL
 
 
+def media_root() -> Path:
+    """``MEDIA_ROOT``: uploaded sync files and job working files; every host must see it."""
+    return Path(settings.MEDIA_ROOT)
+
+
+def api_timeouts() -> tuple[float, float]:
+    """``CC_API_CONNECT_TIMEOUT``, ``CC_API_READ_TIMEOUT``: seconds a call to CC's API may
+    take to connect, and to answer once connected."""
+    return float(settings.CC_API_CONNECT_TIMEOUT), float(settings.CC_API_READ_TIMEOUT)
+
+
 # --- token lifecycle --------------------------------------------------------------------------
 def token_refresh_skew_seconds() -> int:
-    """Refresh a stored access token once it expires within this many seconds (plus a
-    per-account spread of up to two minutes)."""
-    return int(getattr(settings, "CC_TOKEN_REFRESH_SKEW", 300))
+    """``CC_TOKEN_REFRESH_SKEW``: refresh a stored access token once it expires within this
+    many seconds (plus a per-account spread of up to two minutes)."""
+    return int(settings.CC_TOKEN_REFRESH_SKEW)
 
 
 def token_lease_seconds() -> float:
-    """How long a refresh lease lives before another process may take over (the holder
-    extends it once it knows its token-endpoint slot)."""
-    return float(getattr(settings, "CC_TOKEN_LEASE_SECONDS", 30))
+    """``CC_TOKEN_LEASE_SECONDS``: how long a refresh lease lives before another process may
+    take over (the holder extends it once it knows its token-endpoint slot)."""
+    return float(settings.CC_TOKEN_LEASE_SECONDS)
 
 
 def token_wait_seconds() -> float:
-    """How long a caller waits for a sibling's refresh before giving up."""
-    return float(getattr(settings, "CC_TOKEN_WAIT_SECONDS", 120))
+    """``CC_TOKEN_WAIT_SECONDS``: how long a caller waits for a sibling's refresh."""
+    return float(settings.CC_TOKEN_WAIT_SECONDS)
 
 
 def token_keepalive_idle_days() -> int:
-    """Refresh tokens idle this long are exercised, before CC's 180-day expiry."""
-    return int(getattr(settings, "CC_TOKEN_KEEPALIVE_DAYS", 150))
+    """``CC_TOKEN_KEEPALIVE_DAYS``: refresh tokens idle this long are exercised, before CC's
+    180-day expiry."""
+    return int(settings.CC_TOKEN_KEEPALIVE_DAYS)
+
+
+def token_requests_per_second() -> float:
+    """``CC_TOKEN_REQUESTS_PER_SECOND``: what CC's token endpoint takes per client_id (1)."""
+    return float(settings.CC_TOKEN_REQUESTS_PER_SECOND)
 
 
 def oauth_state_lifetime_seconds() -> int:
-    return int(getattr(settings, "CC_OAUTH_STATE_LIFETIME", 600))
+    """``CC_OAUTH_STATE_LIFETIME``: how long a started Connect may take to come back."""
+    return int(settings.CC_OAUTH_STATE_LIFETIME)
 
 
 # --- quota service (integrations.services.quota) ----------------------------------------------
-# Each reads an optional setting; the defaults are what the quota service is tuned for.
-
-
 def quota_margin() -> float:
     """``CC_QUOTA_MARGIN``: slots are spaced ``1/per_second * (1 + margin)``.
 
@@ -99,22 +130,22 @@ def quota_margin() -> float:
     8 processes) plus the latency jitter of a warm keep-alive HTTPS connection; a key whose calls
     are throttled anyway has its own margin widened in the ledger at runtime.
     """
-    return float(getattr(settings, "CC_QUOTA_MARGIN", 0.05))
+    return float(settings.CC_QUOTA_MARGIN)
 
 
 def quota_margin_step() -> float:
     """``CC_QUOTA_MARGIN_STEP``: how much one unexpected 429 ``throttled`` widens a key's margin."""
-    return float(getattr(settings, "CC_QUOTA_MARGIN_STEP", 0.05))
+    return float(settings.CC_QUOTA_MARGIN_STEP)
 
 
 def quota_margin_max() -> float:
     """``CC_QUOTA_MARGIN_MAX``: the widest margin the runtime widening may reach."""
-    return float(getattr(settings, "CC_QUOTA_MARGIN_MAX", 0.5))
+    return float(settings.CC_QUOTA_MARGIN_MAX)
 
 
 def quota_interactive_reserve() -> float:
     """``CC_QUOTA_INTERACTIVE_RESERVE``: share of the daily budget background jobs cannot spend."""
-    return float(getattr(settings, "CC_QUOTA_INTERACTIVE_RESERVE", 0.05))
+    return float(settings.CC_QUOTA_INTERACTIVE_RESERVE)
 
 
 def quota_background_horizon() -> float:
@@ -123,20 +154,116 @@ def quota_background_horizon() -> float:
     An interactive call waits at most about this plus one slot spacing behind background
     traffic (0.3 + 0.2625 s on a standard key).
     """
-    return float(getattr(settings, "CC_QUOTA_BACKGROUND_HORIZON", 0.3))
+    return float(settings.CC_QUOTA_BACKGROUND_HORIZON)
 
 
 def quota_day_guard() -> float:
     """``CC_QUOTA_DAY_GUARD``: seconds either side of 00:00 UTC in which a call counts against
     both days, covering clock skew with CC and request latency across midnight."""
-    return float(getattr(settings, "CC_QUOTA_DAY_GUARD", 5.0))
+    return float(settings.CC_QUOTA_DAY_GUARD)
 
 
 def quota_redis_prefix() -> str:
     """``CC_QUOTA_REDIS_PREFIX``: namespace of the Redis store's ledger keys."""
-    return str(getattr(settings, "CC_QUOTA_REDIS_PREFIX", "ccportal:quota:"))
+    return str(settings.CC_QUOTA_REDIS_PREFIX)
 
 
 def quota_store_timeout() -> float:
     """``CC_QUOTA_STORE_TIMEOUT``: seconds to wait for the Redis store before failing closed."""
-    return float(getattr(settings, "CC_QUOTA_STORE_TIMEOUT", 1.0))
+    return float(settings.CC_QUOTA_STORE_TIMEOUT)
+
+
+# --- bulk list sync (integrations.services.bulk_*) --------------------------------------------
+def bulk_first_poll_delay() -> float:
+    """``CC_BULK_FIRST_POLL_DELAY``: seconds before an activity's first status poll; each later
+    poll waits longer, up to :func:`bulk_max_poll_delay`."""
+    return float(settings.CC_BULK_FIRST_POLL_DELAY)
+
+
+def bulk_max_poll_delay() -> float:
+    """``CC_BULK_MAX_POLL_DELAY``: the longest wait between two status polls."""
+    return float(settings.CC_BULK_MAX_POLL_DELAY)
+
+
+def bulk_lease_seconds() -> float:
+    """``CC_BULK_LEASE_SECONDS``: how long a worker's claim on a job lives without a heartbeat;
+    after it, the watchdog hands the job to another worker."""
+    return float(settings.CC_BULK_LEASE_SECONDS)
+
+
+def bulk_stalled_after_seconds() -> float:
+    """``CC_BULK_STALLED_AFTER``: a moving job with no progress update for this long is shown
+    as stalled (by default one and a half leases)."""
+    configured = settings.CC_BULK_STALLED_AFTER
+    return float(configured) if configured else 1.5 * bulk_lease_seconds()
+
+
+def bulk_watchdog_every_seconds() -> float:
+    """``CC_BULK_WATCHDOG_SECONDS``: how often the watchdog looks for jobs without a worker."""
+    return float(settings.CC_BULK_WATCHDOG_SECONDS)
+
+
+def bulk_resume_after_seconds() -> float:
+    """``CC_BULK_RESUME_AFTER``: how long a job paused by repeated trouble (CC, the network,
+    the quota store or the database failing) waits before it tries again by itself."""
+    return float(settings.CC_BULK_RESUME_AFTER)
+
+
+def sync_removal_confirm_share() -> float:
+    """``CC_SYNC_CONFIRM_REMOVAL_SHARE``: a replace that would remove more than this share of
+    the list's members runs only once a person confirms the removals."""
+    return float(settings.CC_SYNC_CONFIRM_REMOVAL_SHARE)
+
+
+def bulk_upload_max_bytes() -> int:
+    """``CC_BULK_UPLOAD_MAX_BYTES``: the largest desired-membership file accepted."""
+    return int(settings.CC_BULK_UPLOAD_MAX_BYTES)
+
+
+def bulk_files_days() -> int:
+    """``CC_BULK_FILES_DAYS``: days a finished job's files are kept after it ends."""
+    return _positive_int("CC_BULK_FILES_DAYS")
+
+
+def call_log_days() -> int:
+    """``CC_CALL_LOG_DAYS``: days each call stays in the call log (rollups stay 400 days)."""
+    return _positive_int("CC_CALL_LOG_DAYS")
+
+
+def _positive_int(name: str) -> int:
+    value = int(getattr(settings, name))
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be at least 1 (got {value}).")
+    return value
+
+
+def metrics_token() -> str:
+    """``CC_METRICS_TOKEN``: the bearer token ``/metrics`` asks for; empty turns it off."""
+    return settings.CC_METRICS_TOKEN
+
+
+# --- alerts (integrations.services.alerts) ----------------------------------------------------
+def alerts_evaluate_every_seconds() -> float:
+    """``CC_ALERTS_EVALUATE_SECONDS``: how often the worker looks for alert conditions (quota
+    thresholds and forecast, 429s, accounts, jobs) and hands due deliveries to a worker."""
+    return float(settings.CC_ALERTS_EVALUATE_SECONDS)
+
+
+def alerts_webhook_timeouts() -> tuple[float, float]:
+    """``CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT``, ``CC_ALERTS_WEBHOOK_READ_TIMEOUT``: seconds a
+    webhook receiver may take to accept the connection, and to answer once connected."""
+    return (
+        float(settings.CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT),
+        float(settings.CC_ALERTS_WEBHOOK_READ_TIMEOUT),
+    )
+
+
+def alerts_give_up_hours() -> float:
+    """``CC_ALERTS_GIVE_UP_HOURS``: how long after its event a failing delivery is retried
+    (with backoff up to an hour) before it is marked as given up."""
+    return float(settings.CC_ALERTS_GIVE_UP_HOURS)
+
+
+def alerts_email_from() -> str:
+    """``CC_ALERTS_EMAIL_FROM``: the sender of alert e-mails (empty: ``DEFAULT_FROM_EMAIL``)."""
+    return settings.CC_ALERTS_EMAIL_FROM or settings.DEFAULT_FROM_EMAIL

@@ -1,7 +1,9 @@
 """Field encryption on MultiFernet: encrypt with the newest key, decrypt with any.
 
 Keys come from ``FIELD_ENCRYPTION_KEYS`` (newest first). A value no configured key opens raises
-:class:`DecryptionError`; ciphertext is never handed back as if it were the secret.
+:class:`DecryptionError`; ciphertext is never handed back as if it were the secret. Loaded from
+the database, such a value becomes an :class:`UnreadableSecret`: it reads as empty, says which
+field it is, and is written back unchanged, so one bad row never breaks a page that lists it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from integrations import conf
+from integrations.errors import PortalError
 
 
-class DecryptionError(Exception):
+class DecryptionError(PortalError):
     """A stored secret cannot be opened with any key in FIELD_ENCRYPTION_KEYS."""
 
 
@@ -33,6 +36,42 @@ def _current() -> MultiFernet:
 def _forget_keys(*, setting: str, **kwargs) -> None:
     if setting == "FIELD_ENCRYPTION_KEYS":
         _fernet.cache_clear()
+
+
+class UnreadableSecret(str):
+    """A stored secret no configured key opens. Its text is empty (it is no secret anyone can
+    use); ``ciphertext`` is what the database holds, kept so that saving the row does not
+    erase it; ``label`` names the field."""
+
+    ciphertext: str
+    label: str
+
+    def __new__(cls, ciphertext: str, *, label: str) -> UnreadableSecret:
+        value = super().__new__(cls, "")
+        value.ciphertext = ciphertext
+        value.label = label
+        return value
+
+    def __repr__(self) -> str:
+        return f"<unreadable secret {self.label}>"
+
+    def error(self) -> DecryptionError:
+        return DecryptionError(
+            f"Cannot decrypt {self.label}: no key in FIELD_ENCRYPTION_KEYS opens it. Restore "
+            "the key it was written with, or re-enter the secret."
+        )
+
+
+def is_unreadable(value: object) -> bool:
+    return isinstance(value, UnreadableSecret)
+
+
+def readable(value: str) -> str:
+    """``value`` itself, for code about to use the secret; an :class:`UnreadableSecret` raises
+    its :class:`DecryptionError` instead of passing for an empty secret."""
+    if isinstance(value, UnreadableSecret):
+        raise value.error()
+    return value
 
 
 def encrypt(plaintext: str) -> str:
@@ -52,6 +91,8 @@ def decrypt(ciphertext: str, *, label: str = "a secret") -> str:
 
 def fingerprint(secret: str) -> str:
     """A short, stable, non-reversible tag for showing *which* secret is stored."""
+    if is_unreadable(secret):
+        return "unreadable: re-enter it"
     if not secret:
         return ""
     return hashlib.sha256(secret.encode()).hexdigest()[:8]

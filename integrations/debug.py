@@ -1,5 +1,7 @@
-"""Error reports that keep OAuth secrets out: Django's debug page and error e-mails show the
-request's query string, where CC's callback carries the authorization ``code``."""
+"""Error reports that keep secrets out. Django's debug page and error e-mails show the
+request's query string, where CC's callback carries the authorization ``code``, and settings
+and environment values such as ``REDIS_URL`` and ``DATABASE_URL`` whose names Django does not
+recognise as secret although their URLs hold a password."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.http import HttpRequest
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
+from ccportal.logging import scrub
 
 #: Query parameters of the OAuth callback that must never be shown.
 SECRET_QUERY_PARAMETERS = frozenset({"code", "state", "code_verifier", "refresh_token"})
@@ -31,11 +35,17 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
     """Also hides the callback's secrets in frame variables: the request object (whose repr
     holds the full path) and any string holding one of the secret values."""
 
+    def cleanse_setting(self, key, value):
+        """Django's cleansing, then any password inside a URL hidden (settings and
+        ``request.META``, which holds the environment under runserver)."""
+        value = super().cleanse_setting(key, value)
+        if isinstance(value, str):
+            return scrub(value)
+        return value
+
     def get_traceback_frame_variables(self, request, tb_frame):
         variables = super().get_traceback_frame_variables(request, tb_frame)
         secrets = _secret_values(request)
-        if not secrets:
-            return variables
         cleansed = []
         for name, value in variables:
             if isinstance(value, HttpRequest):
@@ -53,6 +63,13 @@ class SecretSafeExceptionReporter(ExceptionReporter):
 
     def get_traceback_data(self) -> dict:
         data = super().get_traceback_data()
+        # Frame variables are printed by now: hide URL passwords and secret parameters in
+        # whatever object held them, and in the exception's own message.
+        for frame in data.get("frames", []):
+            if "vars" in frame:
+                frame["vars"] = [(name, scrub(value)) for name, value in frame["vars"]]
+        if isinstance(data.get("exception_value"), str):
+            data["exception_value"] = scrub(data["exception_value"])
         if self.request is None:
             return data
         data["request_GET_items"] = _cleansed(self.request.GET.items())

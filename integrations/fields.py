@@ -21,9 +21,16 @@ class EncryptedTextField(models.TextField):
         if not value:
             return value
         label = f"{self.model._meta.label}.{self.name}" if hasattr(self, "model") else self.name
-        return crypto.decrypt(value, label=label)
+        try:
+            return crypto.decrypt(value, label=label)
+        except crypto.DecryptionError:
+            # The row still loads, so the pages that list it work; whoever needs the secret
+            # itself is told it cannot be read (crypto.UnreadableSecret.error).
+            return crypto.UnreadableSecret(value, label=label)
 
     def get_prep_value(self, value):
+        if crypto.is_unreadable(value):
+            return value.ciphertext  # written back as it was read: nothing is erased
         value = super().get_prep_value(value)
         if not value:
             return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from integrations.models import ApiKey, ConnectedAccount, Tier
 
@@ -42,3 +43,24 @@ class StaffFactory(factory.django.DjangoModelFactory):
     is_staff = True
     is_superuser = True
     password = factory.django.Password("pw")
+
+
+#: Migration 0007's groups, by what they let a login do.
+VIEWERS = "Portal viewers"
+OPERATORS = "Portal operators"
+KEY_MANAGERS = "Key managers"
+
+
+class PortalUserFactory(StaffFactory):
+    """A staff login that is no superuser: it may do what its groups allow, and nothing more.
+
+    ``PortalUserFactory(groups=[VIEWERS])`` joins groups made by migration 0007, by name.
+    """
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    is_superuser = False
+
+    @factory.post_generation
+    def groups(self, create: bool, names: list[str] | None, **kwargs) -> None:
+        if create and names:
+            self.groups.add(*(Group.objects.get(name=name) for name in names))

@@ -38,7 +38,13 @@ def process_pool(processes: int, overrides: dict[str, Any] | None = None):
     """A pool of ``processes`` spawned workers ready to run ORM code on the test database."""
     from django.conf import settings
 
-    names = ["CC_QUOTA_STORE", "REDIS_URL", "CC_TOKEN_LEASE_SECONDS", "CC_TOKEN_REFRESH_SKEW"]
+    names = [
+        "CC_QUOTA_STORE",
+        "REDIS_URL",
+        "CC_TOKEN_LEASE_SECONDS",
+        "CC_TOKEN_REFRESH_SKEW",
+        "CC_TOKEN_REQUESTS_PER_SECOND",
+    ]
     inherited = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
     context = multiprocessing.get_context("spawn")
     return context.Pool(
