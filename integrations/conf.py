@@ -168,6 +168,18 @@ def quota_redis_prefix() -> str:
     return str(settings.CC_QUOTA_REDIS_PREFIX)
 
 
+def quota_fair_share() -> bool:
+    """``CC_QUOTA_FAIR_SHARE``: background calls share each key between its accounts by weight
+    (else first come, first served)."""
+    return bool(settings.CC_QUOTA_FAIR_SHARE)
+
+
+def quota_account_refresh() -> float:
+    """``CC_QUOTA_ACCOUNT_REFRESH``: seconds a process keeps an account's weight and cap before
+    reading them again (how soon a change takes effect everywhere)."""
+    return float(settings.CC_QUOTA_ACCOUNT_REFRESH)
+
+
 def quota_store_timeout() -> float:
     """``CC_QUOTA_STORE_TIMEOUT``: seconds to wait for the Redis store before failing closed."""
     return float(settings.CC_QUOTA_STORE_TIMEOUT)

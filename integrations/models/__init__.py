@@ -4,8 +4,8 @@
   tier.
 * :mod:`.accounts` — :class:`ConnectedAccount`, a CC account connected through a key, with its
   tokens and health.
-* :mod:`.usage` — :class:`KeyLimiterState`, the shared ledger the quota service books calls
-  against; :class:`ApiCall` / :class:`DailyUsage` / :class:`HourlyUsage`, every attempt and its
+* :mod:`.usage` — :class:`KeyLimiterState` and :class:`AccountLimiterState`, the shared ledger the
+  quota service books calls against (per key, and each account's share of it); :class:`ApiCall` / :class:`DailyUsage` / :class:`HourlyUsage`, every attempt and its
   rollups per key and day and per key, account and hour.
 * :mod:`.jobs` — :class:`BulkJob`, a resumable list-membership sync.
 * :mod:`.worker` — :class:`WorkerHeartbeat`, when each worker last took a task.
@@ -28,6 +28,7 @@ from integrations.models.alerts import (
 from integrations.models.jobs import BulkJob, JobPhase, JobState, SyncMode, SyncStrategy
 from integrations.models.keys import ApiKey, Tier
 from integrations.models.usage import (
+    AccountLimiterState,
     ApiCall,
     CallKind,
     DailyUsage,
@@ -39,6 +40,7 @@ from integrations.models.worker import WorkerHeartbeat
 
 __all__ = [
     "AccountHealth",
+    "AccountLimiterState",
     "AccountStatus",
     "AlertDelivery",
     "AlertDestination",

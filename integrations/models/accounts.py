@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import zlib
 from dataclasses import dataclass
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -80,6 +82,28 @@ class ConnectedAccount(models.Model):
         max_length=20, choices=AccountStatus.choices, default=AccountStatus.ACTIVE
     )
     status_reason = models.TextField(blank=True)
+
+    # The account's part of its key (see services.budgets): weight in the key's fair share of
+    # background slots, and an optional daily cap in calls or as a share of the key's day.
+    share_weight = models.PositiveSmallIntegerField(
+        "weight",
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Background slots are shared between the key's accounts in proportion to this.",
+    )
+    daily_cap = models.PositiveIntegerField(
+        "daily cap (calls)",
+        null=True,
+        blank=True,
+        help_text="At most this many calls per UTC day, both lanes. Empty: no cap of its own.",
+    )
+    daily_share = models.FloatField(
+        "daily cap (share of the key's day)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="At most this share (0 to 1) of the key's daily limit. Empty: none.",
+    )
     connected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -112,6 +136,16 @@ class ConnectedAccount(models.Model):
             or self.cc_user_id
             or f"account {self.pk}"
         )
+
+    def daily_cap_for(self, per_day: int) -> int | None:
+        """The account's cap in calls on a key allowing ``per_day``: the smaller of its cap and
+        its share of the key's day, or None when it has neither."""
+        caps = []
+        if self.daily_cap is not None:
+            caps.append(self.daily_cap)
+        if self.daily_share is not None:
+            caps.append(math.floor(per_day * self.daily_share + 1e-9))
+        return min(caps) if caps else None
 
     @property
     def is_active(self) -> bool:

@@ -44,6 +44,42 @@ class KeyLimiterState(models.Model):
         return f"ledger of key {self.api_key_id}"
 
 
+class AccountLimiterState(models.Model):
+    """One account's part of its key's ledger (see ``services.quota_stores.rules``): its clock
+    in the key's fair share of background slots, and its calls booked today for its cap.
+
+    The clock counts turns, one per background call: ``anchor_turn`` at ``anchor_at`` (epoch
+    seconds), then ``rate`` turns per second; ``next_turn`` is the turn the account's next new
+    call gets. ``weight`` (as last booked) counts in the key's active weight while
+    ``active_until`` is in the future.
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="account_limiters")
+    account = models.ForeignKey(ConnectedAccount, on_delete=models.CASCADE, related_name="limiters")
+    active_until = models.FloatField(default=0.0)
+    anchor_at = models.FloatField(default=0.0)
+    anchor_turn = models.FloatField(default=0.0)
+    rate = models.FloatField(default=0.0)
+    next_turn = models.FloatField(default=0.0)
+    weight = models.FloatField(default=1.0)
+    day = models.DateField(null=True, blank=True)
+    day_count = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "account limiter state"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key", "account"], name="account_limiter_unique_per_key"
+            )
+        ]
+        # Each fair booking sums the weight of the key's accounts active now.
+        indexes = [models.Index(fields=["api_key", "active_until"])]
+
+    def __str__(self) -> str:
+        return f"ledger of account {self.account_id} on key {self.api_key_id}"
+
+
 class CallKind(models.TextChoices):
     API = "api", "API"
     TOKEN = "token", "Token endpoint"
@@ -85,6 +121,11 @@ class ApiCall(models.Model):
         blank=True, help_text="CC's error body, scrubbed of secrets and shortened."
     )
     latency_ms = models.PositiveIntegerField(default=0)
+    slot_wait_ms = models.PositiveIntegerField(
+        "slot wait (ms)",
+        default=0,
+        help_text="How long the call waited for its send slot (its turn in the key's fair share).",
+    )
     attempt = models.PositiveSmallIntegerField(default=1)
     lane = models.CharField(max_length=12, choices=Lane.choices, default=Lane.INTERACTIVE)
     bulk_job = models.ForeignKey(

@@ -56,7 +56,11 @@ from integrations.services.bulk_files import JobFiles
 from integrations.services.bulk_jobs import ClearNotCovered, cancel_note, job_finish, progress_dict
 from integrations.services.bulk_polling import first_poll_schedule, next_poll_delay
 from integrations.services.bulk_steps import STEPS, ActivityKeptFailing
-from integrations.services.quota import QuotaExhausted, QuotaStoreUnavailable
+from integrations.services.quota import (
+    AccountCapReached,
+    QuotaExhausted,
+    QuotaStoreUnavailable,
+)
 from integrations.services.tokens import AccountNotConnected, TokenRefreshFailed
 
 logger = logging.getLogger(__name__)
@@ -205,10 +209,12 @@ class JobRunner:
                 or getattr(exc, "reset_at", None)
                 or next_utc_midnight()
             )
-            return self.pause(
-                reason=f"CC's daily quota is spent; resumes after {reset:%Y-%m-%d %H:%M} UTC",
-                until=reset,
+            reason = (
+                f"{exc} The job resumes by itself then."
+                if isinstance(exc, AccountCapReached)
+                else f"CC's daily quota is spent; resumes after {reset:%Y-%m-%d %H:%M} UTC"
             )
+            return self.pause(reason=reason, until=reset)
         except ClearNotCovered as exc:
             return self.pause(reason=str(exc), until=next_utc_midnight())
         except CCActivityQueueFull:

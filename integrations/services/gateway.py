@@ -174,7 +174,8 @@ def cc_call(
         # booked slot and the send, or the call arrives late and crowds the next window.
         token = access_token(account=account)
         version = account.token_version
-        quota.quota_acquire(api_key=api_key, lane=lane)
+        slot = quota.quota_acquire(api_key=api_key, lane=lane, account=account)
+        waited_ms = int(slot.waited * 1000)
         started = time.monotonic()
         status: int | None = None
         error_key = ""
@@ -190,7 +191,7 @@ def cc_call(
         except requests.RequestException as exc:
             timed_out = isinstance(exc, requests.Timeout)
             error_key = NO_ANSWER_TIMEOUT if timed_out else NO_ANSWER_CONNECTION
-            _record(account, method, template, None, error_key, started, attempt, lane)
+            _record(account, method, template, None, error_key, started, attempt, lane, waited_ms)
             never_sent = isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc)
             if (never_sent or method in IDEMPOTENT) and attempt < MAX_ATTEMPTS:
                 time.sleep(_backoff(attempt))
@@ -224,6 +225,7 @@ def cc_call(
             started,
             attempt,
             lane,
+            waited_ms,
             error_detail=_error_detail(error.body) if error else "",
         )
         if error is None:
@@ -280,6 +282,7 @@ def _record(
     started: float,
     attempt: int,
     lane: str,
+    slot_wait_ms: int = 0,
     *,
     error_detail: str = "",
 ) -> None:
@@ -291,6 +294,7 @@ def _record(
         status_code=status,
         error_key=error_key,
         latency_ms=int((time.monotonic() - started) * 1000),
+        slot_wait_ms=slot_wait_ms,
         attempt=attempt,
         lane=lane,
         error_detail=error_detail,

@@ -17,6 +17,9 @@ So no call leaves before it is booked against one shared ledger (the store named
 * The gateway's answers to CC's 429s reach every process: :func:`quota_pause` and
   :func:`quota_widen_margin` (``throttled``), :func:`quota_stop_until_next_day`
   (``quota_exceeded``, lifted early only by :func:`quota_resume`).
+* Background calls booked for an account share the key with the key's other accounts by
+  weight (fair share), and an account may have a daily cap of its own: pass ``account=``.
+  :class:`AccountCapReached` is :class:`QuotaExhausted` for one account's cap.
 * CC's token endpoint has its own 1/s limiter: :func:`token_slot_acquire`.
 * When the store cannot be reached no call is booked: :class:`QuotaStoreUnavailable`.
 
@@ -25,6 +28,7 @@ The rules themselves, and why they hold, are in :mod:`.quota_stores.rules`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -40,7 +44,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from integrations import conf
-from integrations.models import ApiKey, Lane
+from integrations.models import ApiKey, ConnectedAccount, Lane
 from integrations.services.quota_stores import (
     Booking,
     KeyQuota,
@@ -50,6 +54,7 @@ from integrations.services.quota_stores import (
     QuotaStoreUnavailable,
     rules,
 )
+from integrations.services.quota_stores.rules import AccountShare
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +66,16 @@ TOKEN_MARGIN = 0.25
 RESET_SPREAD_SECONDS = 1.0
 
 __all__ = [
+    "AccountCapReached",
     "QuotaDeferred",
     "QuotaError",
     "QuotaExhausted",
     "QuotaStoreUnavailable",
     "Reservation",
+    "account_cap",
+    "account_share",
     "key_quota",
+    "quota_account_usage",
     "quota_acquire",
     "quota_pause",
     "quota_reserve",
@@ -95,6 +104,8 @@ class Reservation:
     day: dt.date | None = None
     day_count: int = 0
     issued_at: float = field(default_factory=time.monotonic, compare=False)
+    #: Seconds :func:`quota_acquire` spent before the slot came (deferrals and the wait).
+    waited: float = field(default=0.0, compare=False)
 
     def remaining_wait(self) -> float:
         return max(0.0, self.wait - (time.monotonic() - self.issued_at))
@@ -147,14 +158,49 @@ class QuotaExhausted(QuotaError):
         super().__init__(f"{spent}. It resets at {reset_at:%Y-%m-%d %H:%M} UTC.")
 
 
+class AccountCapReached(QuotaExhausted):
+    """The account has booked its own daily cap on this key; like a spent key, it reopens when
+    CC's day resets (``retry_at``). ``cap`` is the cap in calls."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        cap: int,
+        reset_at: dt.datetime,
+        retry_at: dt.datetime | None = None,
+        wait: float | None = None,
+        client_id: str = "",
+        lane: str = Lane.INTERACTIVE,
+        day_count: int | None = None,
+    ) -> None:
+        super().__init__(
+            reset_at=reset_at,
+            retry_at=retry_at,
+            wait=wait,
+            client_id=client_id,
+            lane=lane,
+            day_count=day_count,
+            budget=cap,
+        )
+        self.account = account
+        self.cap = cap
+        self.args = (
+            f"{account} has used its daily cap of {cap:,} calls ({day_count or cap:,} booked "
+            f"today). It resets at {reset_at:%Y-%m-%d %H:%M} UTC.",
+        )
+
+
 class QuotaDeferred(QuotaError):
     """A background call may not book yet: ask again ``wait`` seconds from now (``not_before``
     on the store's clock), when its turn in the key's background line comes. No slot and no
     budget were booked; each deferred caller is given a turn of its own, one spacing apart."""
 
-    def __init__(self, *, not_before: float, wait: float) -> None:
+    def __init__(self, *, not_before: float, wait: float, ticket: float | None = None) -> None:
         self.not_before = not_before
         self.wait = wait
+        #: The account's turn to come back with (``quota_reserve(ticket=)``), None without one.
+        self.ticket = ticket
         super().__init__(f"Background calls yield this key for {wait:.3f} s; ask again then.")
 
 
@@ -164,6 +210,7 @@ class _Policy:
     interactive_reserve: float
     horizon: float
     day_guard: float
+    fair_share: bool
 
 
 # Read once per process (and again when a test changes a setting): every call to CC passes
@@ -175,6 +222,7 @@ def _policy() -> _Policy:
         interactive_reserve=min(max(conf.quota_interactive_reserve(), 0.0), 1.0),
         horizon=max(conf.quota_background_horizon(), 0.0),
         day_guard=max(conf.quota_day_guard(), 0.0),
+        fair_share=conf.quota_fair_share(),
     )
 
 
@@ -196,6 +244,7 @@ def _forget_configuration(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith("CC_QUOTA") or setting == "REDIS_URL":
         _policy.cache_clear()
         quota_store.cache_clear()
+        _account_policies.clear()
 
 
 def key_quota(api_key: ApiKey) -> KeyQuota:
@@ -218,10 +267,78 @@ def key_quota(api_key: ApiKey) -> KeyQuota:
         horizon=policy.horizon,
         day_guard=policy.day_guard,
         token_spacing=(1.0 + TOKEN_MARGIN) / conf.token_requests_per_second(),
+        fair_share=policy.fair_share,
     )
 
 
-def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservation:
+@dataclass(frozen=True)
+class _AccountPolicy:
+    name: str
+    weight: int
+    daily_cap: int | None
+    daily_share: float | None
+    read_at: float
+
+
+_account_policies: dict[int, _AccountPolicy] = {}
+
+
+def _account_policy(account: ConnectedAccount) -> _AccountPolicy:
+    """The account's weight and caps, read again from the database every
+    ``CC_QUOTA_ACCOUNT_REFRESH`` seconds, so a change made anywhere takes effect in every
+    process within that time without a restart."""
+    known = _account_policies.get(account.pk)
+    if known is not None and time.monotonic() - known.read_at < conf.quota_account_refresh():
+        return known
+    row = (
+        ConnectedAccount.objects.filter(pk=account.pk)
+        .values_list("share_weight", "daily_cap", "daily_share")
+        .first()
+    )
+    weight, daily_cap, daily_share = row or (
+        account.share_weight,
+        account.daily_cap,
+        account.daily_share,
+    )
+    policy = _AccountPolicy(
+        name=account.display_name,
+        weight=max(int(weight or 1), 1),
+        daily_cap=daily_cap,
+        daily_share=daily_share,
+        read_at=time.monotonic(),
+    )
+    _account_policies[account.pk] = policy
+    return policy
+
+
+def account_cap(account: ConnectedAccount, quota: KeyQuota) -> int | None:
+    """The account's daily cap in calls on its key (see ``ConnectedAccount.daily_cap_for``)."""
+    policy = _account_policy(account)
+    caps = [c for c in (policy.daily_cap,) if c is not None]
+    if policy.daily_share is not None:
+        caps.append(math.floor(quota.per_day * policy.daily_share + 1e-9))
+    return min(caps) if caps else None
+
+
+def account_share(
+    account: ConnectedAccount, quota: KeyQuota, *, ticket: float | None = None
+) -> AccountShare:
+    """What the store books ``account``'s call with: its weight, cap and ticket."""
+    return AccountShare(
+        account_id=account.pk,
+        weight=float(_account_policy(account).weight),
+        cap=account_cap(account, quota),
+        ticket=ticket,
+    )
+
+
+def quota_reserve(
+    *,
+    api_key: ApiKey,
+    lane: str = Lane.INTERACTIVE,
+    account: ConnectedAccount | None = None,
+    ticket: float | None = None,
+) -> Reservation:
     """Book the next send slot and one unit of today's budget for ``api_key``.
 
     Both are taken in one atomic step of the shared store, or neither: no two callers anywhere
@@ -230,13 +347,16 @@ def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservati
     is checked before it is written.
 
     An interactive call always gets the next slot. A background call only gets a slot that
-    starts within the background horizon; otherwise :class:`QuotaDeferred` gives it a turn in
-    the key's background line, the moment to ask again. Raises :class:`QuotaStoreUnavailable`
-    when the store cannot be reached.
+    starts within the background horizon and, booked for ``account``, only when it is that
+    account's turn in the key's fair share; otherwise :class:`QuotaDeferred` gives it a turn,
+    the moment to ask again, with its ``ticket`` as ``ticket=``. An account past its daily cap gets
+    :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store cannot be
+    reached.
     """
     background = _is_background(lane)
     quota = key_quota(api_key)
-    booking = quota_store().reserve(quota, background=background)
+    share = account_share(account, quota, ticket=ticket) if account is not None else None
+    booking = quota_store().reserve(quota, background=background, share=share)
     if booking.outcome is Outcome.GRANTED:
         return Reservation(
             api_key_id=api_key.pk,
@@ -247,7 +367,18 @@ def quota_reserve(*, api_key: ApiKey, lane: str = Lane.INTERACTIVE) -> Reservati
             day_count=booking.day_count,
         )
     if booking.outcome is Outcome.DEFERRED:
-        raise QuotaDeferred(not_before=booking.at, wait=booking.wait)
+        raise QuotaDeferred(not_before=booking.at, wait=booking.wait, ticket=booking.ticket)
+    if booking.outcome is Outcome.CAPPED and account is not None and share is not None:
+        raise AccountCapReached(
+            account=account.display_name,
+            cap=share.cap or 0,
+            reset_at=_utc((booking.day + 1) * rules.SECONDS_PER_DAY),
+            retry_at=_utc(booking.at),
+            wait=booking.wait,
+            client_id=quota.client_id,
+            lane=lane,
+            day_count=booking.day_count,
+        )
     raise _exhausted(quota, booking, lane)
 
 
@@ -259,20 +390,27 @@ def quota_wait(reservation: Reservation) -> None:
 
 
 def quota_acquire(
-    *, api_key: ApiKey, lane: str = Lane.INTERACTIVE, wait_for_reset: bool = False
+    *,
+    api_key: ApiKey,
+    lane: str = Lane.INTERACTIVE,
+    account: ConnectedAccount | None = None,
+    wait_for_reset: bool = False,
 ) -> Reservation:
     """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
 
-    Deferred background callers sleep until their turn in the background line and ask again.
-    When the lane's budget is spent, :class:`QuotaExhausted` names the reset: interactive
-    callers show it; background jobs wait for it by parking until ``retry_at`` (freeing their
-    worker).
-    ``wait_for_reset=True`` instead sleeps here until the budget reopens and carries on.
+    Deferred background callers sleep until their turn and ask again with it. When the lane's
+    budget (or the account's cap) is spent, :class:`QuotaExhausted` names the reset:
+    interactive callers show it; background jobs wait for it by parking until ``retry_at``
+    (freeing their worker). ``wait_for_reset=True`` instead sleeps here until the budget
+    reopens and carries on. The reservation's ``waited`` is how long all this took.
     """
+    started = time.monotonic()
+    ticket: float | None = None
     while True:
         try:
-            reservation = quota_reserve(api_key=api_key, lane=lane)
+            reservation = quota_reserve(api_key=api_key, lane=lane, account=account, ticket=ticket)
         except QuotaDeferred as deferred:
+            ticket = deferred.ticket
             time.sleep(deferred.wait)
             continue
         except QuotaExhausted as exhausted:
@@ -280,9 +418,10 @@ def quota_acquire(
                 raise
             logger.info("%s Waiting %.0f s for it.", exhausted, exhausted.wait)
             time.sleep(exhausted.wait + random.uniform(0, RESET_SPREAD_SECONDS))
+            ticket = None
             continue
         quota_wait(reservation)
-        return reservation
+        return dataclasses.replace(reservation, waited=time.monotonic() - started)
 
 
 def quota_pause(*, api_key: ApiKey, seconds: float = 1.0) -> dt.datetime:
@@ -356,6 +495,26 @@ def quota_usage(*, api_key: ApiKey) -> dict[str, Any]:
         "next_slot_at": _utc(ledger.next_slot_at) if ledger.next_slot_at > now else None,
         "reset_at": _utc((day + 1) * rules.SECONDS_PER_DAY),
     }
+
+
+def quota_account_usage(*, api_key: ApiKey) -> dict[int, dict[str, Any]]:
+    """Each account's part of ``api_key``'s ledger today: ``{account_id: {"booked", "cap",
+    "weight", "remaining"}}`` (``cap``/``remaining`` None without a cap), for every account of
+    the key, booked or not."""
+    quota = key_quota(api_key)
+    ledgers, _ = quota_store().read_accounts(quota)
+    usage = {}
+    for account in api_key.accounts.all():
+        ledger = ledgers.get(account.pk)
+        booked = ledger.day_count if ledger else 0
+        cap = account_cap(account, quota)
+        usage[account.pk] = {
+            "booked": booked,
+            "cap": cap,
+            "weight": _account_policy(account).weight,
+            "remaining": None if cap is None else max(0, cap - booked),
+        }
+    return usage
 
 
 def token_slot_reserve(*, api_key: ApiKey) -> Reservation:

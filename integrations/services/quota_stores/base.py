@@ -5,7 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from integrations.errors import PortalError, Unavailable
-from integrations.services.quota_stores.rules import Booking, KeyQuota, Ledger
+from integrations.services.quota_stores.rules import (
+    AccountLedger,
+    AccountShare,
+    Booking,
+    KeyQuota,
+    Ledger,
+)
 
 
 class QuotaError(PortalError):
@@ -31,10 +37,13 @@ class QuotaStore(ABC):
     * raises :class:`QuotaStoreUnavailable` — never a driver exception — when the store cannot
       be reached or the step fails; nothing has been booked then.
 
-    ``reserve(quota, background=, now=)``
-        Applies :func:`.rules.book_call` and returns its :class:`~.rules.Booking`. Only a
-        GRANTED answer changes the ledger: the slot and one unit of the day's budget are
-        written together, or nothing is.
+    ``reserve(quota, background=, now=, share=)``
+        Applies :func:`.rules.book_call` and returns its :class:`~.rules.Booking`. ``share``
+        names the account booked for (its weight, cap and ticket); the store reads that
+        account's :class:`~.rules.AccountLedger` and the summed weight of the key's other
+        active accounts in the same step. A GRANTED answer writes the slot, one unit of the
+        day's budget and one of the account's count together, or nothing; a DEFERRED one only
+        moves the lines.
 
     ``reserve_token_slot(quota, now=)``
         Applies :func:`.rules.book_token_slot`: always GRANTED, never touches the day's budget.
@@ -54,10 +63,21 @@ class QuotaStore(ABC):
 
     ``read(quota, now=)``
         Returns ``(ledger, now)``: the ledger rolled into the current day, without writing.
+
+    ``read_accounts(quota, now=)``
+        Returns ``({account_id: AccountLedger}, now)``: every account's part, rolled into the
+        current day, without writing.
     """
 
     @abstractmethod
-    def reserve(self, quota: KeyQuota, *, background: bool, now: float | None = None) -> Booking:
+    def reserve(
+        self,
+        quota: KeyQuota,
+        *,
+        background: bool,
+        now: float | None = None,
+        share: AccountShare | None = None,
+    ) -> Booking:
         """Book a call slot and a unit of the day's budget in one atomic step."""
 
     @abstractmethod
@@ -91,6 +111,12 @@ class QuotaStore(ABC):
     @abstractmethod
     def read(self, quota: KeyQuota, *, now: float | None = None) -> tuple[Ledger, float]:
         """The key's ledger as of now, and the store clock's now."""
+
+    @abstractmethod
+    def read_accounts(
+        self, quota: KeyQuota, *, now: float | None = None
+    ) -> tuple[dict[int, AccountLedger], float]:
+        """Each account's part of the key's ledger as of now, and the store clock's now."""
 
     def problem(self) -> str | None:
         """Why the store cannot take bookings now, or None when it answers. The database store

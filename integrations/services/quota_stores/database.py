@@ -14,10 +14,17 @@ from typing import Any, TypeVar
 from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 from django.utils import timezone
 
-from integrations.models import KeyLimiterState
+from integrations.models import AccountLimiterState, KeyLimiterState
 from integrations.services.quota_stores import rules
 from integrations.services.quota_stores.base import QuotaStore, QuotaStoreUnavailable
-from integrations.services.quota_stores.rules import Booking, KeyQuota, Ledger, Outcome
+from integrations.services.quota_stores.rules import (
+    AccountLedger,
+    AccountShare,
+    Booking,
+    KeyQuota,
+    Ledger,
+    Outcome,
+)
 
 try:
     import fcntl
@@ -55,73 +62,54 @@ _UPDATE = (
 # (waits are measured from it), never send early.
 _PG_CLOCK = ", extract(epoch FROM clock_timestamp())::float8"
 
-# rules.book_call as one PostgreSQL statement, so the row lock is held only while the server
-# runs it (a lock held across client round trips queues every process behind the slowest).
-# Keep in step with rules.book_call and the Lua in redis.py; the store suite holds all three to
-# the same answers. {async_commit} is filled in by _reserve_in_one_statement.
-_PG_RESERVE = f"""
-WITH ledger AS (
-    SELECT next_slot_at, paused_until, margin, day_count, next_day_count, stopped_until,
-           background_line_at, COALESCE(day - DATE '1970-01-01', 0) AS day,
-           COALESCE(%(now)s, extract(epoch FROM clock_timestamp())::float8) AS now
-    FROM {_TABLE}{{async_commit}} WHERE api_key_id = %(id)s FOR UPDATE OF {_TABLE}
-), slot AS (
-    SELECT *, GREATEST(now, next_slot_at, paused_until) AS slot,
-           (1.0 + GREATEST(margin, %(margin)s)) / %(per_second)s AS spacing
-    FROM ledger
-), first_day AS (
-    SELECT *, GREATEST(floor((slot - %(guard)s) / 86400)::int, day) AS first_day FROM slot
-), rolled AS (
-    SELECT *, GREATEST(floor((slot + %(guard)s) / 86400)::int, first_day) AS last_day,
-           CASE WHEN first_day = day THEN day_count
-                WHEN first_day = day + 1 THEN next_day_count ELSE 0 END AS count,
-           CASE WHEN first_day = day THEN next_day_count ELSE 0 END AS next_count
-    FROM first_day
-), decision AS (
-    SELECT *, CASE
-        WHEN slot < stopped_until THEN 'stopped'
-        WHEN count >= %(budget)s THEN 'exhausted'
-        WHEN last_day > first_day AND next_count >= %(budget)s THEN 'exhausted-next-day'
-        WHEN %(background)s AND slot > now + %(horizon)s THEN 'deferred'
-        ELSE 'granted' END AS outcome,
-        GREATEST(slot - %(horizon)s, background_line_at) AS turn
-    FROM rolled
-), queued AS (
-    UPDATE {_TABLE} SET
-        background_line_at = decision.turn + decision.spacing,
-        updated_at = statement_timestamp()
-    FROM decision
-    WHERE api_key_id = %(id)s AND decision.outcome = 'deferred'
-), booked AS (
-    UPDATE {_TABLE} SET
-        next_slot_at = decision.slot + decision.spacing,
-        day = DATE '1970-01-01' + decision.first_day,
-        day_count = decision.count + 1,
-        next_day_count = decision.next_count + (decision.last_day > decision.first_day)::int,
-        updated_at = statement_timestamp()
-    FROM decision
-    WHERE api_key_id = %(id)s AND decision.outcome = 'granted'
+# The account's side of a booking: its line and day count, next to the key's row.
+_ACCOUNT_TABLE = AccountLimiterState._meta.db_table
+_ACCOUNT_COLUMNS = tuple(field.name for field in dataclasses.fields(AccountLedger))
+_ACCOUNT_SELECT = (
+    f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT_TABLE} "  # noqa: S608
+    "WHERE api_key_id = %s AND account_id = %s"
 )
-SELECT outcome, now, slot, first_day, last_day, count, next_count, stopped_until, turn
-FROM decision
-"""  # noqa: S608
-# A booking that commits on its own need not hold the row lock while the WAL reaches the disk:
-# with synchronous_commit off, a crash of the database server can forget at most the last
-# 3 * wal_writer_delay (0.6 s by default) of bookings, whose slots are long past by the time it
-# is back, i.e. a few units of the day's count. That halves the time each booking holds the
-# key's row and doubles a key's bookings per second under contention.
-_PG_ASYNC_COMMIT = ", (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-_PG_RESERVE_ALONE = _PG_RESERVE.format(async_commit=_PG_ASYNC_COMMIT)
-# Inside the caller's transaction the setting would also cover the caller's own writes.
-_PG_RESERVE_IN_TRANSACTION = _PG_RESERVE.format(async_commit="")
+_ACCOUNTS_SELECT = (
+    f"SELECT account_id, {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT_TABLE} "  # noqa: S608
+    "WHERE api_key_id = %s"
+)
+_ACCOUNT_OTHERS_WEIGHT = (
+    f"SELECT COALESCE(SUM(weight), 0) FROM {_ACCOUNT_TABLE} "  # noqa: S608
+    "WHERE api_key_id = %s AND active_until > %s AND account_id <> %s"
+)
+_ACCOUNT_UPSERT = (
+    f"INSERT INTO {_ACCOUNT_TABLE} (api_key_id, account_id, "  # noqa: S608
+    f"{', '.join(_ACCOUNT_COLUMNS)}, updated_at) VALUES (%s, %s, "
+    f"{', '.join('%s' for _ in _ACCOUNT_COLUMNS)}, %s) "
+    f"ON CONFLICT (api_key_id, account_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in _ACCOUNT_COLUMNS)}, updated_at = excluded.updated_at"
+)
+
+# On PostgreSQL a reservation is one call of ccportal_quota_book (created by migration 0013:
+# rules.book_call in PL/pgSQL), so the key's row lock is held only while the server runs it
+# (a lock held across client round trips queues every process behind the slowest). Keep it in
+# step with rules.book_call and the Lua in redis.py; the store suite holds all three to the
+# same answers. A booking that commits on its own need not hold the row lock while the WAL
+# reaches the disk: with synchronous_commit off (``async``), a crash of the database server can
+# forget at most the last 3 * wal_writer_delay (0.6 s by default) of bookings, whose slots are
+# long past by the time it is back, i.e. a few units of the day's count. That halves the time
+# each booking holds the key's row and doubles a key's bookings per second under contention.
+# Inside the caller's transaction the setting would also cover the caller's own writes, so it
+# is asked for only when the booking is its own transaction.
+_PG_RESERVE = (
+    "SELECT outcome, now, at, day, day_count, ticket FROM ccportal_quota_book("
+    "%(id)s, %(account)s, %(weight)s, %(cap)s, %(ticket)s, %(now)s, %(margin)s, "
+    "%(per_second)s, %(guard)s, %(budget)s, %(background)s, %(horizon)s, %(fair)s, %(async)s)"
+)
 
 
 class DatabaseStore(QuotaStore):
     """Each step is atomic on the key's row; the row is created by ``INSERT ... ON CONFLICT DO
     NOTHING``, so racing first uses all end up on the one row.
 
-    * PostgreSQL: a reservation is one statement that locks the row (``FOR UPDATE``), applies
-      the rules and writes, committed without waiting for the disk (see ``_PG_ASYNC_COMMIT``);
+    * PostgreSQL: a reservation is one function call that locks the row (``FOR UPDATE``),
+      applies the rules and writes, committed without waiting for the disk (see
+      ``_PG_RESERVE``);
       other steps are a short, fully durable transaction around ``SELECT ... FOR UPDATE``.
       Only steps on the same key wait for each other. The time is the database clock
       (``clock_timestamp()``), so hosts whose clocks disagree still share one timeline.
@@ -139,14 +127,37 @@ class DatabaseStore(QuotaStore):
         self.using = using
         self._host_lock = _HostLock()
 
-    def reserve(self, quota: KeyQuota, *, background: bool, now: float | None = None) -> Booking:
+    def reserve(
+        self,
+        quota: KeyQuota,
+        *,
+        background: bool,
+        now: float | None = None,
+        share: AccountShare | None = None,
+    ) -> Booking:
         if connections[self.using].vendor == "postgresql":
-            return self._reserve_in_one_statement(quota, background=background, now=now)
-        return self._step(
-            quota,
-            now,
-            lambda ledger, at: rules.book_call(ledger, quota, background=background, now=at),
-        )
+            return self._reserve_in_one_statement(
+                quota, background=background, now=now, share=share
+            )
+        with self._locked(quota, now) as (cursor, ledger, at):
+            account = others = None
+            if share is not None:
+                account = self._select_account(cursor, quota.ledger_id, share.account_id)
+                others = self._others_weight(cursor, quota, share, at, background=background)
+            changed, account_changed, booking = rules.book_call(
+                ledger,
+                quota,
+                background=background,
+                now=at,
+                share=share,
+                account=account,
+                others_weight=others or 0.0,
+            )
+            if changed is not None:
+                self._write(cursor, quota.ledger_id, changed)
+            if share is not None and account_changed is not None:
+                self._write_account(cursor, quota.ledger_id, share.account_id, account_changed)
+            return booking
 
     def reserve_token_slot(self, quota: KeyQuota, *, now: float | None = None) -> Booking:
         return self._step(
@@ -196,13 +207,36 @@ class DatabaseStore(QuotaStore):
         at = clock if now is None else now
         return rules.current_view(ledger, quota, now=at), at
 
+    def read_accounts(
+        self, quota: KeyQuota, *, now: float | None = None
+    ) -> tuple[dict[int, AccountLedger], float]:
+        ledger, at = self.read(quota, now=now)
+        try:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(_ACCOUNTS_SELECT, [quota.ledger_id])
+                rows = cursor.fetchall()
+        except Error as exc:
+            raise _unavailable(exc, self.using) from exc
+        day = max(ledger.day, rules.day_number(at - quota.day_guard))
+        return {row[0]: rules.account_rolled(_account_ledger(row[1:]), day) for row in rows}, at
+
     # --- PostgreSQL: a reservation in one statement -------------------------------------------
 
     def _reserve_in_one_statement(
-        self, quota: KeyQuota, *, background: bool, now: float | None
+        self,
+        quota: KeyQuota,
+        *,
+        background: bool,
+        now: float | None,
+        share: AccountShare | None,
     ) -> Booking:
+        connection = connections[self.using]
         params = {
             "id": quota.ledger_id,
+            "account": share.account_id if share else None,
+            "weight": float(share.weight) if share else 1.0,
+            "cap": share.cap if share else None,
+            "ticket": share.ticket if share else None,
             "now": now,
             "margin": quota.margin,
             "per_second": quota.per_second,
@@ -210,35 +244,16 @@ class DatabaseStore(QuotaStore):
             "budget": quota.budget(background=background),
             "background": background,
             "horizon": quota.horizon,
+            "fair": quota.fair_share,
+            "async": not connection.in_atomic_block,
         }
-        connection = connections[self.using]
         try:
-            statement = (
-                _PG_RESERVE_IN_TRANSACTION if connection.in_atomic_block else _PG_RESERVE_ALONE
-            )
             with connection.cursor() as cursor:
-                cursor.execute(statement, params)
-                row = cursor.fetchone()
-                if row is None:  # the key's first booking ever
-                    self._insert(cursor, quota.ledger_id)
-                    cursor.execute(statement, params)
-                    row = cursor.fetchone()
+                cursor.execute(_PG_RESERVE, params)
+                outcome, clock, at, day, day_count, ticket = cursor.fetchone()
         except Error as exc:
             raise _unavailable(exc, self.using) from exc
-        outcome, clock, slot, first_day, last_day, count, next_count, stopped_until, turn = row
-        if outcome == "granted":
-            return Booking(Outcome.GRANTED, clock, slot, first_day, count + 1)
-        if outcome == "stopped":
-            return Booking(Outcome.STOPPED, clock, stopped_until, first_day, count)
-        if outcome == "deferred":
-            return Booking(Outcome.DEFERRED, clock, turn)
-        if outcome == "exhausted":
-            return Booking(
-                Outcome.EXHAUSTED, clock, rules.reopens_at(first_day, quota), first_day, count
-            )
-        return Booking(
-            Outcome.EXHAUSTED, clock, rules.reopens_at(last_day, quota), last_day, next_count
-        )
+        return Booking(Outcome(outcome), clock, at, day, day_count, ticket)
 
     # --- one locked step ----------------------------------------------------------------------
 
@@ -248,6 +263,12 @@ class DatabaseStore(QuotaStore):
         now: float | None,
         decide: Callable[[Ledger, float], tuple[Ledger | None, Result]],
     ) -> Result:
+        with self._locked(quota, now) as (cursor, ledger, at):
+            return self._apply(cursor, quota, ledger, at, decide)
+
+    @contextmanager
+    def _locked(self, quota: KeyQuota, now: float | None) -> Iterator[tuple[Any, Ledger, float]]:
+        """The key's row, locked for one short transaction: ``(cursor, ledger, now)``."""
         connection = connections[self.using]
         try:
             if connection.vendor == "sqlite":
@@ -261,14 +282,15 @@ class DatabaseStore(QuotaStore):
                 with host_lock, transaction.atomic(using=self.using), connection.cursor() as c:
                     self._insert(c, quota.ledger_id)
                     ledger, clock = self._select(c, quota.ledger_id, lock=True)
-                    return self._apply(c, quota, ledger, clock if now is None else now, decide)
+                    yield c, ledger, clock if now is None else now
+                return
             with transaction.atomic(using=self.using), connection.cursor() as cursor:
                 try:
                     ledger, clock = self._select(cursor, quota.ledger_id, lock=True)
                 except LookupError:
                     self._insert(cursor, quota.ledger_id)
                     ledger, clock = self._select(cursor, quota.ledger_id, lock=True)
-                return self._apply(cursor, quota, ledger, clock if now is None else now, decide)
+                yield cursor, ledger, clock if now is None else now
         except Error as exc:
             raise _unavailable(exc, self.using) from exc
 
@@ -316,6 +338,34 @@ class DatabaseStore(QuotaStore):
             _UPDATE, [*(values[c] for c in _COLUMNS), self._timestamp(cursor), ledger_id]
         )
 
+    def _select_account(self, cursor: Any, ledger_id: int, account_id: int) -> AccountLedger:
+        cursor.execute(_ACCOUNT_SELECT, [ledger_id, account_id])
+        row = cursor.fetchone()
+        return AccountLedger() if row is None else _account_ledger(row)
+
+    def _others_weight(
+        self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float, *, background: bool
+    ) -> float:
+        if not (background and quota.fair_share):
+            return 0.0
+        cursor.execute(_ACCOUNT_OTHERS_WEIGHT, [quota.ledger_id, now, share.account_id])
+        return float(cursor.fetchone()[0])
+
+    def _write_account(
+        self, cursor: Any, ledger_id: int, account_id: int, account: AccountLedger
+    ) -> None:
+        day = rules.day_date(account.day) if account.day else None
+        values = {**dataclasses.asdict(account), "day": cursor.db.ops.adapt_datefield_value(day)}
+        cursor.execute(
+            _ACCOUNT_UPSERT,
+            [
+                ledger_id,
+                account_id,
+                *(values[c] for c in _ACCOUNT_COLUMNS),
+                self._timestamp(cursor),
+            ],
+        )
+
     @staticmethod
     def _timestamp(cursor: Any) -> Any:
         return cursor.db.ops.adapt_datetimefield_value(timezone.now())
@@ -351,6 +401,14 @@ class _HostLock:
         if key not in self._files:
             self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         return self._files[key]
+
+
+def _account_ledger(row: tuple[Any, ...]) -> AccountLedger:
+    values = dict(zip(_ACCOUNT_COLUMNS, row, strict=True))
+    day = values.pop("day")
+    if isinstance(day, str):  # SQLite hands dates back as ISO text
+        day = dt.date.fromisoformat(day)
+    return AccountLedger(day=rules.date_day_number(day) if day else 0, **values)
 
 
 def _unavailable(exc: Error, using: str) -> QuotaStoreUnavailable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import redis
@@ -12,7 +13,14 @@ from redis.retry import Retry
 from integrations import conf
 from integrations.services.quota_stores import rules
 from integrations.services.quota_stores.base import QuotaStore, QuotaStoreUnavailable
-from integrations.services.quota_stores.rules import Booking, KeyQuota, Ledger, Outcome
+from integrations.services.quota_stores.rules import (
+    AccountLedger,
+    AccountShare,
+    Booking,
+    KeyQuota,
+    Ledger,
+    Outcome,
+)
 
 # Shared by every script. ARGV[1] is the time to decide at, '' for the Redis clock: TIME is one
 # clock for every process and host using this Redis. Field order matches rules.Ledger.
@@ -51,43 +59,123 @@ local function save()
 end
 """
 
-# rules.book_call. ARGV: now, per_second, budget, background (1/0), horizon, day_guard, margin.
+# rules.book_call. KEYS: the key's hash, its accounts' hash (field <id>: the AccountLedger
+# fields in order, space-separated; field <id>:w: the weight alone, for summing) and the sorted
+# set of its accounts by active_until. ARGV: now, per_second, budget, background (1/0),
+# horizon, day_guard, margin, account ('' for none), weight, cap ('' for none), ticket (''
+# for none), fair (1/0), tolerance.
 _RESERVE = (
     _PRELUDE
     + """
 local per_second, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
 local background, horizon = ARGV[4] == '1', tonumber(ARGV[5])
 local guard, floor_margin = tonumber(ARGV[6]), tonumber(ARGV[7])
+local account, weight = ARGV[8], tonumber(ARGV[9])
+local cap, ticket, fair = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1'
+local tolerance = tonumber(ARGV[13])
+local accounts, lines = KEYS[2], KEYS[3]
 local spacing = (1.0 + math.max(L.margin, floor_margin)) / per_second
 local slot = math.max(now, L.next_slot_at, L.paused_until)
 local first_day = math.max(day_number(slot - guard), L.day)
 local last_day = math.max(day_number(slot + guard), first_day)
 roll(first_day)
 if slot < L.stopped_until then
-  return {'stopped', num(now), num(L.stopped_until), num(first_day), num(L.day_count)}
+  return {'stopped', num(now), num(L.stopped_until), num(first_day), num(L.day_count), ''}
 end
 if L.day_count >= budget then
   return {'exhausted', num(now), num((first_day + 1) * DAY + guard), num(first_day),
-          num(L.day_count)}
+          num(L.day_count), ''}
 end
 local straddles = last_day > first_day
 if straddles and L.next_day_count >= budget then
   return {'exhausted', num(now), num((last_day + 1) * DAY + guard), num(last_day),
-          num(L.next_day_count)}
+          num(L.next_day_count), ''}
+end
+local ACCOUNT = {'active_until', 'anchor_at', 'anchor_turn', 'rate', 'next_turn', 'weight',
+                 'day', 'day_count'}
+local A = nil
+if account ~= '' then
+  A = {}
+  for _, name in ipairs(ACCOUNT) do A[name] = 0 end
+  local raw = redis.call('HGET', accounts, account)
+  if raw then
+    local i = 1
+    for value in string.gmatch(raw, '%S+') do A[ACCOUNT[i]] = tonumber(value); i = i + 1 end
+  end
+  if first_day > A.day then A.day = first_day; A.day_count = 0 end
+  if cap and A.day_count >= cap then
+    return {'capped', num(now), num((first_day + 1) * DAY + guard), num(first_day),
+            num(A.day_count), ''}
+  end
+end
+local function save_account()
+  A.weight = weight
+  local values = {}
+  for _, name in ipairs(ACCOUNT) do values[#values + 1] = num(A[name]) end
+  redis.call('HSET', accounts, account, table.concat(values, ' '), account .. ':w', num(weight))
+  redis.call('ZADD', lines, num(A.active_until), account)
+end
+local function take_slot()
+  L.next_slot_at = slot + spacing
+  L.day_count = L.day_count + 1
+  if straddles then L.next_day_count = L.next_day_count + 1 end
+  save()
+end
+if background and A and fair then
+  redis.call('ZREMRANGEBYSCORE', lines, '-inf', num(now))
+  local others = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', lines, '(' .. num(now), '+inf')) do
+    if id ~= account then
+      others = others + (tonumber(redis.call('HGET', accounts, id .. ':w')) or 1)
+    end
+  end
+  local clock = A.anchor_turn + math.max(0, now - A.anchor_at) * A.rate
+  local rate = weight / (spacing * (weight + others))
+  local reach = clock + horizon * rate
+  local next_turn = math.max(A.next_turn, clock)
+  local idle = L.next_slot_at + spacing <= now
+  if not ticket then
+    ticket = next_turn
+    next_turn = next_turn + 1
+  end
+  A.anchor_at, A.anchor_turn, A.rate, A.next_turn = now, clock, rate, next_turn
+  A.active_until = now + (next_turn - clock) / rate
+  local turn
+  if ticket > reach + tolerance and not idle then
+    turn = math.max(now + (ticket - clock) / rate, slot) - horizon
+  elseif slot > now + horizon + tolerance then
+    turn = math.max(slot - horizon, L.background_line_at)
+    L.background_line_at = turn + spacing
+    save()
+  else
+    A.day_count = A.day_count + 1
+    take_slot()
+    save_account()
+    return {'granted', num(now), num(slot), num(first_day), num(L.day_count), ''}
+  end
+  A.active_until = math.max(A.active_until, turn + 1 / rate)
+  save_account()
+  return {'deferred', num(now), num(turn), '0', '0', num(ticket)}
 end
 if background and slot > now + horizon then
   local turn = math.max(slot - horizon, L.background_line_at)
   L.background_line_at = turn + spacing
   save()
-  return {'deferred', num(now), num(turn), '0', '0'}
+  return {'deferred', num(now), num(turn), '0', '0', ''}
 end
-L.next_slot_at = slot + spacing
-L.day_count = L.day_count + 1
-if straddles then L.next_day_count = L.next_day_count + 1 end
-save()
-return {'granted', num(now), num(slot), num(first_day), num(L.day_count)}
+take_slot()
+if A then
+  A.day_count = A.day_count + 1
+  save_account()
+end
+return {'granted', num(now), num(slot), num(first_day), num(L.day_count), ''}
 """
 )
+
+# Every account's part, read-only: HGETALL of the accounts' hash.
+_READ_ACCOUNTS = """
+return redis.call('HGETALL', KEYS[1])
+"""
 
 # rules.book_token_slot. ARGV: now, token_spacing.
 _TOKEN_SLOT = (
@@ -204,13 +292,22 @@ class RedisStore(QuotaStore):
                 "stop_day": _STOP_DAY,
                 "resume": _RESUME,
                 "read": _READ,
+                "read_accounts": _READ_ACCOUNTS,
             }.items()
         }
 
     def key(self, quota: KeyQuota) -> str:
         return f"{self.prefix}{quota.client_id}"
 
-    def reserve(self, quota: KeyQuota, *, background: bool, now: float | None = None) -> Booking:
+    def reserve(
+        self,
+        quota: KeyQuota,
+        *,
+        background: bool,
+        now: float | None = None,
+        share: AccountShare | None = None,
+    ) -> Booking:
+        key = self.key(quota)
         answer = self._run(
             "reserve",
             quota,
@@ -221,8 +318,30 @@ class RedisStore(QuotaStore):
             quota.horizon,
             quota.day_guard,
             quota.margin,
+            share.account_id if share else "",
+            float(share.weight) if share else 1.0,
+            share.cap if share and share.cap is not None else "",
+            share.ticket if share and share.ticket is not None else "",
+            int(quota.fair_share),
+            rules.TURN_TOLERANCE,
+            keys=[key, f"{key}:accounts", f"{key}:lines"],
         )
         return _booking(answer)
+
+    def read_accounts(
+        self, quota: KeyQuota, *, now: float | None = None
+    ) -> tuple[dict[int, AccountLedger], float]:
+        ledger, at = self.read(quota, now=now)
+        raw = self._run("read_accounts", quota, now, keys=[f"{self.key(quota)}:accounts"])
+        day = max(ledger.day, rules.day_number(at - quota.day_guard))
+        accounts = {}
+        for field, value in zip(raw[::2], raw[1::2], strict=True):
+            if field.endswith(":w"):
+                continue
+            values = dict(zip(_ACCOUNT_FIELDS, (float(x) for x in value.split()), strict=True))
+            values["day"], values["day_count"] = int(values["day"]), int(values["day_count"])
+            accounts[int(field)] = rules.account_rolled(AccountLedger(**values), day)
+        return accounts, at
 
     def reserve_token_slot(self, quota: KeyQuota, *, now: float | None = None) -> Booking:
         return _booking(self._run("token_slot", quota, now, quota.token_spacing))
@@ -285,10 +404,17 @@ class RedisStore(QuotaStore):
             )
         return None
 
-    def _run(self, script: str, quota: KeyQuota, now: float | None, *args: Any) -> Any:
+    def _run(
+        self,
+        script: str,
+        quota: KeyQuota,
+        now: float | None,
+        *args: Any,
+        keys: list[str] | None = None,
+    ) -> Any:
         argv = ["" if now is None else repr(float(now)), *(_arg(a) for a in args)]
         try:
-            return self._scripts[script](keys=[self.key(quota)], args=argv)
+            return self._scripts[script](keys=keys or [self.key(quota)], args=argv)
         except redis.RedisError as exc:
             raise QuotaStoreUnavailable(
                 f"The quota ledger in Redis at {self._where()} is unavailable "
@@ -306,6 +432,12 @@ def _arg(value: Any) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
+_ACCOUNT_FIELDS = tuple(field.name for field in dataclasses.fields(AccountLedger))
+
+
 def _booking(answer: list[str]) -> Booking:
-    outcome, now, at, day, day_count = answer
-    return Booking(Outcome(outcome), float(now), float(at), int(float(day)), int(float(day_count)))
+    outcome, now, at, day, day_count, *rest = answer
+    ticket = float(rest[0]) if rest and rest[0] else None
+    return Booking(
+        Outcome(outcome), float(now), float(at), int(float(day)), int(float(day_count)), ticket
+    )

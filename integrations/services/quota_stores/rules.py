@@ -33,6 +33,33 @@ counted against the day after.
 Stops. When CC answers ``quota_exceeded`` its day is spent whatever our count says:
 ``stopped_until`` (the day's reopening) refuses every booking whose slot is before it, in both
 lanes, until it passes or an operator lifts it.
+
+Fair share between accounts (background lane). Every account connected through the key keeps
+a line of its own on the key (:class:`AccountLedger`): ``turn_at``, the time from which its
+next new background call may take a slot. It is a virtual clock in the sense of Zhang's
+VirtualClock, kept in real seconds: each background call the account books or queues moves it
+one *step* on, ``spacing * W / w``, where ``w`` is the account's weight and ``W`` the summed
+weight of the accounts active on the key now (the account itself and every other whose
+``turn_at`` lies in the future). So while ``n`` accounts of equal weight are backlogged each is
+placed one slot in ``n``, and their lines together hand out exactly one slot per spacing,
+whatever their number of callers: an account's callers and jobs queue behind each other in
+their account's line, FIFO, and no caller of another account waits for them. A new background
+call may take a slot at once only while its account's ``turn_at`` is within the horizon;
+otherwise it is given the turn ``max(turn_at, slot) - horizon`` (its *ticket*) and its
+account's line moves one step. A caller back with its ticket takes the next slot if it lies
+within the horizon; if another took it first it comes back one place later in the key's
+background line, without moving its account's line again. When ``W`` changes (an account
+arrives or falls idle), an account's ``turn_at`` is rescaled from now by ``W_now / W_then``
+(``share_base`` keeps the ``W`` it was placed with), so the remaining accounts' lines close up
+and the key stays as busy as before: an account that wants less than its share is active only
+part of the time, counts in ``W`` for that part, and is served at once when it asks. A key
+whose next slot has already passed unclaimed is idle, and serves whoever asks (work
+conservation). With one account on the key, ``W = w`` and the step is the spacing: bookings
+are exactly as without accounts. Interactive calls ignore the lines and keep their priority.
+
+Account caps. An account may have a daily cap (calls); its count for the key's current day is
+kept with its line and written in the same atomic step as the key's. A booking that would pass
+it is refused with ``CAPPED`` in both lanes until the day reopens, like a spent key.
 """
 
 from __future__ import annotations
@@ -48,6 +75,9 @@ SECONDS_PER_DAY = 86_400
 # Throttled 429s from one burst arrive together from every process: one burst widens once.
 WIDEN_COOLDOWN_SECONDS = 1.0
 
+# A caller back exactly at its turn must find it reached, whatever the float rounding.
+TURN_TOLERANCE = 1e-4
+
 
 @dataclass(frozen=True)
 class KeyQuota:
@@ -62,6 +92,9 @@ class KeyQuota:
     horizon: float
     day_guard: float
     token_spacing: float
+    #: Background calls booked for an account share the key by weight (else first come, first
+    #: served, as bookings without an account always are).
+    fair_share: bool = True
 
     def budget(self, *, background: bool) -> int:
         return self.background_per_day if background else self.per_day
@@ -83,11 +116,42 @@ class Ledger:
     background_line_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class AccountShare:
+    """The account a call is booked for, as the service asks: its weight, its daily cap (calls,
+    None for none), and the ticket of a caller back at its turn (None for a new call)."""
+
+    account_id: int
+    weight: float = 1.0
+    cap: int | None = None
+    ticket: float | None = None
+
+
+@dataclass(frozen=True)
+class AccountLedger:
+    """One account's line and day count on one key. ``day`` 0: nothing counted yet.
+
+    Its clock counts turns (one per background call): ``anchor_turn`` at ``anchor_at``, then
+    ``rate`` turns per second. ``next_turn`` is the turn its next new call gets. The account is
+    active (its ``weight`` counts in the key's W) while ``active_until`` is in the future.
+    """
+
+    active_until: float = 0.0
+    anchor_at: float = 0.0
+    anchor_turn: float = 0.0
+    rate: float = 0.0
+    next_turn: float = 0.0
+    weight: float = 1.0
+    day: int = 0
+    day_count: int = 0
+
+
 class Outcome(StrEnum):
     GRANTED = "granted"
     DEFERRED = "deferred"
     EXHAUSTED = "exhausted"
     STOPPED = "stopped"
+    CAPPED = "capped"
 
 
 @dataclass(frozen=True)
@@ -105,6 +169,8 @@ class Booking:
     at: float
     day: int = 0
     day_count: int = 0
+    #: DEFERRED for an account: the turn to come back with (``AccountShare.ticket``).
+    ticket: float | None = None
 
     @property
     def wait(self) -> float:
@@ -141,13 +207,23 @@ def rolled(ledger: Ledger, day: int) -> Ledger:
 
 
 def book_call(
-    ledger: Ledger, quota: KeyQuota, *, background: bool, now: float
-) -> tuple[Ledger | None, Booking]:
+    ledger: Ledger,
+    quota: KeyQuota,
+    *,
+    background: bool,
+    now: float,
+    share: AccountShare | None = None,
+    account: AccountLedger | None = None,
+    others_weight: float = 0.0,
+) -> tuple[Ledger | None, AccountLedger | None, Booking]:
     """Book the next slot and one unit of the day's budget, or say why not.
 
-    Returns the new ledger (None when nothing changes) and the answer. Never counts past the
-    lane's budget; never grants a slot closer than one spacing to the previous one. A deferral
-    books no slot and no budget; it only moves the background line on.
+    ``share`` names the account booked for (None: the key alone, first come first served);
+    ``account`` is its ledger on this key and ``others_weight`` the summed weight of the other
+    accounts active on the key at ``now``. Returns the new key ledger and account ledger (None
+    when unchanged) and the answer. Never counts past the lane's budget or the account's cap;
+    never grants a slot closer than one spacing to the previous one. A deferral books no slot
+    and no budget; it only moves the lines on.
     """
     spacing = (1.0 + effective_margin(ledger, quota)) / quota.per_second
     slot = max(now, ledger.next_slot_at, ledger.paused_until)
@@ -156,30 +232,162 @@ def book_call(
     last_day = max(day_number(slot + quota.day_guard), first_day)
     current = rolled(ledger, first_day)
     if slot < ledger.stopped_until:
-        return None, Booking(
-            Outcome.STOPPED, now, ledger.stopped_until, first_day, current.day_count
+        return (
+            None,
+            None,
+            Booking(Outcome.STOPPED, now, ledger.stopped_until, first_day, current.day_count),
         )
     budget = quota.budget(background=background)
     if current.day_count >= budget:
-        return None, Booking(
-            Outcome.EXHAUSTED, now, reopens_at(first_day, quota), first_day, current.day_count
+        return (
+            None,
+            None,
+            Booking(
+                Outcome.EXHAUSTED,
+                now,
+                reopens_at(first_day, quota),
+                first_day,
+                current.day_count,
+            ),
         )
     straddles = last_day > first_day
     if straddles and current.next_day_count >= budget:
-        return None, Booking(
-            Outcome.EXHAUSTED, now, reopens_at(last_day, quota), last_day, current.next_day_count
+        return (
+            None,
+            None,
+            Booking(
+                Outcome.EXHAUSTED,
+                now,
+                reopens_at(last_day, quota),
+                last_day,
+                current.next_day_count,
+            ),
+        )
+    mine = account_rolled(account or AccountLedger(), first_day) if share else None
+    if share and mine and share.cap is not None and mine.day_count >= share.cap:
+        return (
+            None,
+            None,
+            Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, mine.day_count),
+        )
+    if background and share and mine and quota.fair_share:
+        return _book_fair(
+            current,
+            mine,
+            quota,
+            share,
+            now=now,
+            slot=slot,
+            spacing=spacing,
+            first_day=first_day,
+            straddles=straddles,
+            others_weight=others_weight,
         )
     if background and slot > now + quota.horizon:
-        turn = max(slot - quota.horizon, ledger.background_line_at)
+        turn = max(slot - quota.horizon, current.background_line_at)
         queued = dataclasses.replace(current, background_line_at=turn + spacing)
-        return queued, Booking(Outcome.DEFERRED, now, turn)
-    booked = dataclasses.replace(
+        return queued, None, Booking(Outcome.DEFERRED, now, turn)
+    booked = _take_slot(current, slot=slot, spacing=spacing, straddles=straddles)
+    counted = (
+        dataclasses.replace(mine, day_count=mine.day_count + 1, weight=share.weight)
+        if share and mine
+        else None
+    )
+    return booked, counted, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def _book_fair(
+    current: Ledger,
+    mine: AccountLedger,
+    quota: KeyQuota,
+    share: AccountShare,
+    *,
+    now: float,
+    slot: float,
+    spacing: float,
+    first_day: int,
+    straddles: bool,
+    others_weight: float,
+) -> tuple[Ledger | None, AccountLedger | None, Booking]:
+    """A background booking for an account: its line decides (see the module's docstring)."""
+    horizon = quota.horizon
+    # The account's clock: turns (one per call) pass at ``rate`` per second since the anchor;
+    # re-anchored now at the rate the key's active weight gives it from now on.
+    clock = mine.anchor_turn + max(0.0, now - mine.anchor_at) * mine.rate
+    rate = share.weight / (spacing * (share.weight + max(others_weight, 0.0)))
+    reach = clock + horizon * rate  # the turns whose time is within the horizon
+    next_turn = max(mine.next_turn, clock)  # an idle account saves up no turns
+    idle_key = current.next_slot_at + spacing <= now  # a slot went by unclaimed
+    ticket = share.ticket
+    if ticket is None:  # a new call takes the account's next turn
+        ticket, next_turn = next_turn, next_turn + 1.0
+    if ticket > reach + TURN_TOLERANCE and not idle_key:
+        # Not its turn yet: come back when the account's clock reaches it.
+        turn = max(now + (ticket - clock) / rate, slot) - horizon
+        return None, *_fair_wait(mine, turn, ticket, now, clock, rate, next_turn, share)
+    if slot > now + horizon + TURN_TOLERANCE:
+        # Its turn, but the slot within reach went to another: wait in the key's line.
+        turn = max(slot - horizon, current.background_line_at)
+        queued = dataclasses.replace(current, background_line_at=turn + spacing)
+        return queued, *_fair_wait(mine, turn, ticket, now, clock, rate, next_turn, share)
+    booked = _take_slot(current, slot=slot, spacing=spacing, straddles=straddles)
+    counted = dataclasses.replace(
+        _anchored(mine, now=now, clock=clock, rate=rate, next_turn=next_turn, share=share),
+        day_count=mine.day_count + 1,
+    )
+    return booked, counted, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def _fair_wait(
+    mine: AccountLedger,
+    turn: float,
+    ticket: float,
+    now: float,
+    clock: float,
+    rate: float,
+    next_turn: float,
+    share: AccountShare,
+) -> tuple[AccountLedger, Booking]:
+    placed = _anchored(mine, now=now, clock=clock, rate=rate, next_turn=next_turn, share=share)
+    # A caller waiting for its turn keeps its account active (counted in W) until then.
+    placed = dataclasses.replace(placed, active_until=max(placed.active_until, turn + 1.0 / rate))
+    return placed, Booking(Outcome.DEFERRED, now, turn, ticket=ticket)
+
+
+def _anchored(
+    mine: AccountLedger,
+    *,
+    now: float,
+    clock: float,
+    rate: float,
+    next_turn: float,
+    share: AccountShare,
+) -> AccountLedger:
+    return dataclasses.replace(
+        mine,
+        anchor_at=now,
+        anchor_turn=clock,
+        rate=rate,
+        next_turn=next_turn,
+        weight=share.weight,
+        active_until=now + (next_turn - clock) / rate,
+    )
+
+
+def _take_slot(current: Ledger, *, slot: float, spacing: float, straddles: bool) -> Ledger:
+    return dataclasses.replace(
         current,
         next_slot_at=slot + spacing,
         day_count=current.day_count + 1,
         next_day_count=current.next_day_count + int(straddles),
     )
-    return booked, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def account_rolled(account: AccountLedger, day: int) -> AccountLedger:
+    """The account's ledger with ``day`` as its current day (its count restarts each day)."""
+    if day <= account.day:
+        return account
+    return dataclasses.replace(account, day=day, day_count=0)
 
 
 def book_token_slot(ledger: Ledger, quota: KeyQuota, *, now: float) -> tuple[Ledger, Booking]:

@@ -36,7 +36,7 @@ from integrations.services.quota import (
     quota_reserve,
     quota_usage,
 )
-from tests.factories import ApiKeyFactory
+from tests.factories import ApiKeyFactory, ConnectedAccountFactory
 from tests.integrations.services.quota_support import workers
 from tests.integrations.services.quota_support.stores import (
     STORES,
@@ -125,6 +125,71 @@ def test_reserve_never_exceeds_ten_per_second_across_eight_processes(store, proc
     assert all(send["sent"] >= send["slot"] - 0.002 for send in sends)
     # Nearly all of the allowance is used: 24 calls take 23 spacings and hardly more.
     assert max(sent) - min(sent) <= 23 * 1.05 / 10 + 0.1
+
+
+def _fair_race(store, processes, *, accounts: list[tuple[Any, int]], seconds: float):
+    """``accounts``: (account, processes) pairs on one key; every process calls background
+    through ``quota_acquire`` for ``seconds``. Returns every send and cap refusal."""
+    tasks = [
+        {
+            "work": "acquire_calls",
+            "api_key_id": account.api_key_id,
+            "account_id": account.pk,
+            "lane": "background",
+            "until": time.time() + 0.4 + seconds,
+        }
+        for account, count in accounts
+        for _ in range(count)
+    ]
+    return [send for batch in processes.race(store, tasks) for send in batch]
+
+
+def _calls_per_account(sends: list[dict[str, Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for send in sends:
+        if "sent" in send:
+            counts[send["account_id"]] = counts.get(send["account_id"], 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_accounts_share_a_key_by_account_not_by_process(store, processes):
+    """Six processes call for account A, one each for B and C: each account gets a third."""
+    api_key = custom_key(per_second=20, per_day=100_000)
+    a, b, c = (ConnectedAccountFactory(api_key=api_key) for _ in range(3))
+    sends = _fair_race(store, processes, accounts=[(a, 6), (b, 1), (c, 1)], seconds=6)
+    counts = _calls_per_account(sends)
+    total = sum(counts.values())
+    # First come, first served would give B and C an eighth each.
+    assert counts[b.pk] >= 0.27 * total
+    assert counts[c.pk] >= 0.27 * total
+    assert busiest_second([s["sent"] for s in sends]) <= 20
+    assert total >= 0.8 * 6 * 20 / 1.05  # the key stays busy
+
+
+@pytest.mark.slow
+def test_weights_divide_a_key_across_processes(store, processes):
+    api_key = custom_key(per_second=20, per_day=100_000)
+    light = ConnectedAccountFactory(api_key=api_key)
+    heavy = ConnectedAccountFactory(api_key=api_key, share_weight=3)
+    counts = _calls_per_account(
+        _fair_race(store, processes, accounts=[(light, 4), (heavy, 4)], seconds=6)
+    )
+    assert 2.5 <= counts[heavy.pk] / counts[light.pk] <= 3.5
+
+
+@pytest.mark.slow
+def test_an_account_cap_holds_across_processes_while_others_go_on(store, processes):
+    api_key = custom_key(per_second=20, per_day=100_000)
+    capped = ConnectedAccountFactory(api_key=api_key, daily_cap=15)
+    free = ConnectedAccountFactory(api_key=api_key)
+    sends = _fair_race(store, processes, accounts=[(capped, 4), (free, 4)], seconds=4)
+    counts = _calls_per_account(sends)
+    assert counts[capped.pk] == 15
+    refusals = [s for s in sends if "capped" in s]
+    assert len(refusals) == 4  # each of its processes was told, and stopped
+    assert "daily cap of 15 calls" in refusals[0]["message"]
+    assert counts[free.pk] > 30
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ TODAY = day_number(MIDNIGHT)
 
 def test_a_clock_that_steps_back_does_not_reopen_a_counted_day():
     ledger = Ledger(day=TODAY, day_count=10)
-    _, booking = book_call(ledger, QUOTA, background=False, now=MIDNIGHT - 3600)
+    _, _, booking = book_call(ledger, QUOTA, background=False, now=MIDNIGHT - 3600)
     assert (booking.outcome, booking.day) == (Outcome.EXHAUSTED, TODAY)
 
 
@@ -44,13 +44,13 @@ def test_a_ledger_idle_for_days_starts_the_day_from_zero():
 
 def test_a_refusal_changes_nothing():
     ledger = Ledger(day=TODAY, day_count=9, next_slot_at=MIDNIGHT + 100)
-    changed, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
+    changed, _, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
     assert (changed, booking.outcome) == (None, Outcome.EXHAUSTED)
 
 
 def test_a_deferral_moves_only_the_background_line():
     ledger = Ledger(day=TODAY, day_count=3, next_slot_at=MIDNIGHT + 101)
-    changed, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
+    changed, _, booking = book_call(ledger, QUOTA, background=True, now=MIDNIGHT + 100)
     assert (booking.outcome, booking.at) == (Outcome.DEFERRED, MIDNIGHT + 100.7)
     assert changed == Ledger(
         day=TODAY, day_count=3, next_slot_at=MIDNIGHT + 101, background_line_at=MIDNIGHT + 100.9625
@@ -67,6 +67,6 @@ def test_stop_keeps_the_longer_of_two_stops():
     [(-6, TODAY - 1, TODAY - 1), (-4, TODAY - 1, TODAY), (4, TODAY - 1, TODAY), (6, TODAY, TODAY)],
 )
 def test_the_guard_band_straddles_midnight_by_five_seconds_each_side(offset, first, last):
-    changed, booking = book_call(Ledger(), QUOTA, background=False, now=MIDNIGHT + offset)
+    changed, _, booking = book_call(Ledger(), QUOTA, background=False, now=MIDNIGHT + offset)
     assert booking.day == first
     assert changed.next_day_count == int(last > first)

@@ -17,7 +17,7 @@ from django.urls import reverse
 from integrations.constant_contact.errors import CCNotFound
 from integrations.models import ApiCall, BulkJob, Lane
 from integrations.selectors import CallCursor
-from integrations.services import gateway
+from integrations.services import gateway, quota
 from integrations.services.audit import ERROR_DETAIL_MAX, api_call_record, calls_attributed_to
 from tests.factories import ApiKeyFactory, ConnectedAccountFactory
 
@@ -364,7 +364,8 @@ def test_the_gateway_records_ccs_error_body(db, monkeypatch):
             return answer
 
     monkeypatch.setattr(gateway, "access_token", lambda **kwargs: JWT)
-    monkeypatch.setattr(gateway.quota, "quota_acquire", lambda **kwargs: None)
+    slot = quota.Reservation(api_key_id=account.api_key_id, lane="interactive", send_at=0, wait=0)
+    monkeypatch.setattr(gateway.quota, "quota_acquire", lambda **kwargs: slot)
     monkeypatch.setattr(gateway, "shared_session", lambda **kwargs: Session())
     with pytest.raises(CCNotFound):
         gateway.cc_call(account=account, method="GET", path="/contact_lists/1")

@@ -43,10 +43,14 @@ def _prepare(task: dict[str, Any]) -> Any:
 def acquire_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
     """``quota_acquire`` repeatedly (``count`` times or until ``until``); records each send and
     how many times the store was asked for it (``asks``: deferrals plus the granted booking)."""
+    from integrations.models import ConnectedAccount
     from integrations.services import quota
 
     api_key = _prepare(task)
     lane = task.get("lane", "interactive")
+    account = (
+        ConnectedAccount.objects.get(pk=task["account_id"]) if task.get("account_id") else None
+    )
     sends: list[dict[str, Any]] = []
     asks = 0
     reserve = quota.quota_reserve
@@ -60,11 +64,16 @@ def acquire_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         while len(sends) < task.get("count", 10**9) and time.time() < task.get("until", 10**12):
             asked, asks = time.time(), 0
-            reservation = quota.quota_acquire(api_key=api_key, lane=lane)
+            try:
+                reservation = quota.quota_acquire(api_key=api_key, lane=lane, account=account)
+            except quota.AccountCapReached as capped:
+                sends.append({"pid": os.getpid(), "capped": capped.cap, "message": str(capped)})
+                break
             sent = time.time()  # where the gateway would send: right after the sleep
             sends.append(
                 {
                     "pid": os.getpid(),
+                    "account_id": account.pk if account else None,
                     "lane": lane,
                     "sent": sent,
                     "waited": sent - asked,
