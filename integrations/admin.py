@@ -34,7 +34,7 @@ from integrations.models import (
     WorkerHeartbeat,
 )
 from integrations.permissions import MANAGE_KEYS, OPERATE_PORTAL, VIEW_PORTAL, user_may
-from integrations.services import alerts, keys
+from integrations.services import alerts, budgets, keys
 from integrations.services.bulk_jobs import bulk_job_cancel
 from integrations.services.oauth import account_disconnect
 
@@ -191,9 +191,40 @@ class ApiKeyAdmin(PortalAdmin):
         obj.refresh_from_db()
 
 
+#: The account's part of its key, kept by ``integrations.services.budgets``.
+BUDGET_FIELDS = ["share_weight", "daily_cap", "daily_share"]
+#: Each budget field and the budget service's argument for it.
+BUDGET_ARGUMENTS = {"share_weight": "weight", "daily_cap": "per_day", "daily_share": "share"}
+
+
+class ConnectedAccountForm(forms.ModelForm):
+    """An account's change form, whose weight and caps are checked by the budget service, as
+    ``manage.py cc_accounts set-budget`` and the account page check them. The admin supplies
+    the model and its fields (every one but the tokens)."""
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        try:
+            budgets.account_budget_validate(**self.budget_arguments())
+        except budgets.BudgetInvalid as error:
+            self.add_error(error.field if error.field in self.fields else None, str(error))
+        return cleaned
+
+    def budget_arguments(self, *, changed_only: bool = False) -> dict:
+        """The budget service's arguments from the budget fields that passed their own
+        checks (``changed_only``: those the person changed)."""
+        data = getattr(self, "cleaned_data", {})
+        return {
+            argument: data[field]
+            for field, argument in BUDGET_ARGUMENTS.items()
+            if field in data and (not changed_only or field in self.changed_data)
+        }
+
+
 @admin.register(ConnectedAccount)
 class ConnectedAccountAdmin(PortalAdmin):
     actions = ["disconnect"]
+    form = ConnectedAccountForm
     list_display = [
         "__str__",
         "api_key",
@@ -203,7 +234,10 @@ class ConnectedAccountAdmin(PortalAdmin):
         "refresh_mode",
         "refresh_idle_days",
         "token_version",
+        "share_weight",
+        "cap",
     ]
+    list_select_related = ["api_key"]
     list_filter = ["status", "refresh_mode", "api_key"]
     search_fields = ["organization_name", "login_email", "label", "cc_user_id", "platform_user_id"]
     exclude = ["access_token", "refresh_token"]
@@ -223,6 +257,39 @@ class ConnectedAccountAdmin(PortalAdmin):
         "created_at",
         "updated_at",
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj=None) -> list:
+        fields = [f for f in self.get_fields(request, obj) if f not in BUDGET_FIELDS]
+        return [
+            (None, {"fields": fields}),
+            (
+                "Fair share and budget",
+                {
+                    "fields": BUDGET_FIELDS,
+                    "description": "Background calls share the key between its accounts by "
+                    "weight; a cap stops the account's calls for the rest of the UTC day. "
+                    "With both caps set, the lower applies. Changes take effect within seconds.",
+                },
+            ),
+        ]
+
+    def save_model(
+        self, request: HttpRequest, obj: ConnectedAccount, form: ConnectedAccountForm, change: bool
+    ) -> None:
+        budget = form.budget_arguments(changed_only=True) if change else {}
+        if budget:
+            # The budget service writes (and logs) the budget; the rest is saved as usual.
+            stored = ConnectedAccount.objects.only(*BUDGET_FIELDS).get(pk=obj.pk)
+            for field in BUDGET_FIELDS:
+                setattr(obj, field, getattr(stored, field))
+        super().save_model(request, obj, form, change)
+        if budget:
+            budgets.account_budget_set(account=obj, actor=request.user, **budget)
+
+    @admin.display(description="daily cap")
+    def cap(self, obj: ConnectedAccount) -> str:
+        cap = obj.daily_cap_for(obj.api_key.per_day)
+        return "—" if cap is None else f"{cap:,} calls"
 
     @admin.display(description="tokens")
     def tokens(self, obj: ConnectedAccount) -> str:

@@ -176,3 +176,86 @@ def _utc_moment(text: str, *, end_of_day: bool) -> dt.datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC)
+
+
+class AccountBudgetForm(forms.Form):
+    """The account page's budget card: a weight, and a daily cap in calls, as a percentage of
+    the key's day, or none. It parses; the budget service holds the ranges."""
+
+    NO_CAP, CALLS, SHARE = "none", "calls", "share"
+
+    weight = forms.IntegerField(
+        label="Weight",
+        help_text="1 to 1000: background slots are shared between the key's accounts in "
+        "proportion to it.",
+        widget=forms.NumberInput(attrs={"min": 1, "max": 1000, "step": 1}),
+    )
+    cap = forms.ChoiceField(
+        label="Daily cap",
+        choices=[
+            (NO_CAP, "No cap"),
+            (CALLS, "Calls per day"),
+            (SHARE, "Share of the key's day"),
+        ],
+        initial=NO_CAP,
+        widget=forms.RadioSelect,
+    )
+    per_day = forms.IntegerField(
+        label="Calls per day",
+        required=False,
+        widget=forms.NumberInput(attrs={"min": 1, "step": 1}),
+    )
+    share_percent = forms.FloatField(
+        label="Share of the key's day (%)",
+        required=False,
+        widget=forms.NumberInput(attrs={"min": 0.01, "max": 100, "step": "any"}),
+    )
+
+    @classmethod
+    def initial_for(cls, account: ConnectedAccount) -> dict:
+        """The form's values for the account's stored budget."""
+        share = account.daily_share
+        if account.daily_cap is not None:
+            cap = cls.CALLS
+        elif share is not None:
+            cap = cls.SHARE
+        else:
+            cap = cls.NO_CAP
+        return {
+            "weight": account.share_weight,
+            "cap": cap,
+            "per_day": account.daily_cap,
+            "share_percent": None if share is None else round(share * 100, 4),
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        cap = cleaned.get("cap")
+        if cap == self.CALLS and cleaned.get("per_day") is None and "per_day" not in self.errors:
+            self.add_error("per_day", "Give the number of calls per day.")
+        if (
+            cap == self.SHARE
+            and cleaned.get("share_percent") is None
+            and "share_percent" not in self.errors
+        ):
+            self.add_error("share_percent", "Give the share of the key's day, in percent.")
+        return cleaned
+
+    def service_arguments(self) -> dict:
+        """What the budget service is called with (after ``is_valid()``): the weight, and one
+        cap or none, the other cleared."""
+        data = self.cleaned_data
+        cap = data["cap"]
+        return {
+            "weight": data["weight"],
+            "per_day": data["per_day"] if cap == self.CALLS else None,
+            "share": data["share_percent"] / 100 if cap == self.SHARE else None,
+        }
+
+    def error_lines(self) -> list[str]:
+        """Each error as a line to show on its own ("Weight: Enter a whole number.")."""
+        lines = []
+        for name, errors in self.errors.items():
+            label = self.fields[name].label if name in self.fields else ""
+            lines += [f"{label}: {error}" if label else str(error) for error in errors]
+        return lines

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/callback/", accounts.connect_callback, name="connect_callback"),
     path("accounts/<int:pk>/", accounts.account_detail, name="account_detail"),
     path("accounts/<int:pk>/lists/", accounts.account_lists, name="account_lists"),
+    path("accounts/<int:pk>/budget/", accounts.account_budget, name="account_budget"),
     path(
         "accounts/<int:pk>/lists/refresh/",
         accounts.account_lists_refresh,

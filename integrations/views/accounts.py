@@ -1,4 +1,4 @@
-"""Accounts: the list, one account's page with its CC lists, and the Connect flow."""
+"""Accounts: the list, one account's page with its CC lists and budget, and the Connect flow."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.decorators import ratelimit
 
 from integrations import selectors
+from integrations.forms import AccountBudgetForm
 from integrations.models import ApiKey, ConnectedAccount
 from integrations.permissions import OPERATE_PORTAL, VIEW_PORTAL, portal_permission_required
+from integrations.services.budgets import account_budget_describe, account_budget_set
 from integrations.services.lists import account_contact_lists_snapshot
 from integrations.services.oauth import (
     AccountSwitchNeedsConfirmation,
@@ -61,7 +63,38 @@ def account_list(request: HttpRequest) -> HttpResponse:
 @portal_permission_required(VIEW_PORTAL)
 @require_GET
 def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return render(request, "integrations/account_detail.html", {"account": _account(pk)})
+    account = _account(pk)
+    return render(
+        request,
+        "integrations/account_detail.html",
+        {
+            "account": account,
+            "budget": account_budget_describe(account),
+            "budget_form": AccountBudgetForm(
+                initial=AccountBudgetForm.initial_for(account), auto_id="budget-%s"
+            ),
+        },
+    )
+
+
+@portal_permission_required(OPERATE_PORTAL)
+@require_POST
+def account_budget(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set the account's weight and daily cap from its page's budget card, then show the page
+    with what was stored or why nothing was."""
+    account = _account(pk)
+    form = AccountBudgetForm(request.POST)
+    if not form.is_valid():
+        for line in form.error_lines():
+            messages.error(request, f"Budget not changed. {line}")
+        return redirect("integrations:account_detail", pk=account.pk)
+    try:
+        account_budget_set(account=account, actor=request.user, **form.service_arguments())
+    except SERVICE_ERRORS as exc:
+        messages.error(request, f"Budget not changed: {exc}")
+    else:
+        messages.success(request, f"Budget of {account}: {account_budget_describe(account)}.")
+    return redirect("integrations:account_detail", pk=account.pk)
 
 
 def _lists_partial(request: HttpRequest, account: ConnectedAccount, *, fresh: bool) -> HttpResponse:

@@ -356,3 +356,122 @@ def test_connecting_with_a_key_whose_secret_is_unreadable_says_so(staff_client, 
     response = staff_client.post(reverse("integrations:connect", args=[unreadable["key"].pk]))
     assert response.status_code == 400
     assert "re-enter the secret" in response.content.decode()
+
+
+# --- an account's fair share and budget -------------------------------------------------------
+def _account_form(client, account, **changes) -> dict:
+    """The account's change form as the admin renders it, with ``changes`` typed in."""
+    page = client.get(reverse("admin:integrations_connectedaccount_change", args=[account.pk]))
+    form = page.context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        data[name] = "" if value is None else value
+    return {**data, **changes}
+
+
+def test_the_account_admin_edits_the_budget_in_its_own_fieldset(staff_client, objects, caplog):
+    account = objects["account"]
+    url = reverse("admin:integrations_connectedaccount_change", args=[account.pk])
+    page = staff_client.get(url)
+    fieldsets = [fieldset.name for fieldset in page.context["adminform"]]
+    assert "Fair share and budget" in fieldsets
+    budget = next(f for f in page.context["adminform"] if f.name == "Fair share and budget")
+    assert list(budget.fields) == ["share_weight", "daily_cap", "daily_share"]
+    data = _account_form(staff_client, account, share_weight="3", daily_cap="500", label="Kept")
+    with caplog.at_level("INFO", logger="integrations.services.budgets"):
+        assert staff_client.post(url, data).status_code == 302
+    account.refresh_from_db()
+    assert (account.share_weight, account.daily_cap, account.daily_share) == (3, 500, None)
+    assert account.label == "Kept", "the other fields are saved as usual"
+    assert account.access_token == SENTINELS["access_token"], "tokens untouched"
+    assert any("weight 3 · cap 500 calls/day" in r.getMessage() for r in caplog.records), (
+        "saved through the budget service"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"daily_cap": "0"}, "the daily cap must be a whole number of calls from 1"),
+        ({"daily_share": "0"}, "the daily share must be more than 0 and at most 1"),
+        ({"daily_share": "1.5"}, "up to 100% of the key&#x27;s day), or none"),
+        ({"share_weight": "0"}, "the weight must be a whole number from 1 to 1000; got 0."),
+        ({"share_weight": "1001"}, "from 1 to 1000; got 1001."),
+    ],
+)
+def test_the_account_admin_refuses_a_budget_the_service_refuses(
+    staff_client, objects, changes, message
+):
+    account = objects["account"]
+    url = reverse("admin:integrations_connectedaccount_change", args=[account.pk])
+    page = staff_client.post(url, _account_form(staff_client, account, label="Changed", **changes))
+    assert page.status_code == 200, "the form again, with the error"
+    assert message in page.content.decode()
+    field = next(iter(changes))
+    assert page.context["adminform"].form.errors[field]
+    account.refresh_from_db()
+    assert (account.share_weight, account.daily_cap, account.daily_share) == (1, None, None)
+    assert account.label != "Changed", "nothing saved"
+
+
+def test_the_account_admin_form_checks_through_the_budget_service(objects):
+    from django.contrib.admin import site
+    from django.test import RequestFactory
+
+    from integrations.admin import ConnectedAccountAdmin
+    from tests.factories import StaffFactory
+
+    request = RequestFactory().get("/")
+    request.user = StaffFactory()
+    account = objects["account"]
+    form_class = ConnectedAccountAdmin(type(account), site).get_form(request, account, change=True)
+    data = {
+        "api_key": account.api_key_id,
+        "label": account.label,
+        "scopes": '["contact_data"]',
+        "refresh_mode": account.refresh_mode,
+        "refresh_failures": "0",
+        "status": account.status,
+        "share_weight": "2",
+        "daily_cap": "0",
+    }
+    form = form_class(data, instance=type(account).objects.get(pk=account.pk))
+    assert not form.is_valid()
+    assert "from 1 to 2,147,483,647" in form.errors["daily_cap"][0]
+    form = form_class(
+        {**data, "daily_cap": "25", "daily_share": "0.5"},
+        instance=type(account).objects.get(pk=account.pk),
+    )
+    assert form.is_valid(), form.errors
+    assert form.budget_arguments(changed_only=True) == {"weight": 2, "per_day": 25, "share": 0.5}
+
+
+def test_only_an_operator_changes_an_accounts_budget_in_the_admin(objects):
+    from tests.factories import OPERATORS, VIEWERS
+
+    account = objects["account"]
+    url = reverse("admin:integrations_connectedaccount_change", args=[account.pk])
+    viewer = _admin_client(VIEWERS)
+    page = viewer.get(url)
+    assert page.status_code == 200
+    assert 'name="share_weight"' not in page.content.decode(), "shown read-only"
+    assert "Fair share and budget" in page.content.decode()
+    operator = _admin_client(OPERATORS)
+    data = _account_form(operator, account, share_weight="5", daily_share="0.2")
+    assert viewer.post(url, data).status_code == 403
+    account.refresh_from_db()
+    assert account.share_weight == 1
+    assert operator.post(url, data).status_code == 302
+    account.refresh_from_db()
+    assert (account.share_weight, account.daily_share) == (5, 0.2)
+
+
+def test_the_account_changelist_shows_weight_and_cap(staff_client, objects):
+    account = objects["account"]
+    type(account).objects.filter(pk=account.pk).update(share_weight=7, daily_cap=1234)
+    page = staff_client.get(reverse("admin:integrations_connectedaccount_changelist"))
+    html = page.content.decode()
+    assert "column-share_weight" in html and "column-cap" in html
+    assert "1,234 calls" in html
+    assert '<td class="field-share_weight">7</td>' in html

@@ -48,6 +48,7 @@ REQUIRED = {
     "account_detail": VIEW_PORTAL,
     "account_lists": VIEW_PORTAL,
     "account_lists_refresh": OPERATE_PORTAL,
+    "account_budget": OPERATE_PORTAL,
     "job_list": VIEW_PORTAL,
     "job_detail": VIEW_PORTAL,
     "job_progress": VIEW_PORTAL,
@@ -76,6 +77,7 @@ POSTS = [
     ("reconnect", {}),
     ("disconnect", {}),
     ("account_lists_refresh", {}),
+    ("account_budget", {}),
     ("sync_start", {}),
     *(
         ("job_action", {"action": action})
