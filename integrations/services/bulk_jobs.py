@@ -36,7 +36,7 @@ from integrations.services.bulk_csv import BulkInputError, DesiredSet, desired_f
 from integrations.services.bulk_files import REJECTED_BY, JobFiles
 from integrations.services.bulk_plan import plan_choose, plan_summary
 from integrations.services.bulk_progress import progress_estimate, stage_fraction
-from integrations.services.quota import key_quota, quota_resume, quota_usage
+from integrations.services.quota import key_quota, quota_account_remaining, quota_resume
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +227,10 @@ class ClearNotCovered(JobActionRefused):
 
 
 def clear_budget_check(*, job: BulkJob, plan: dict) -> None:
-    """Refuse to empty the list unless what remains of today's background budget covers every
-    call the re-import still needs."""
+    """Refuse to empty the list unless what remains of today's background budget (and of the
+    account's own cap) covers every call the re-import still needs."""
     needed = int(plan["calls_after_export"])
-    remaining = int(quota_usage(api_key=job.account.api_key)["background_remaining"])
+    remaining = int(quota_account_remaining(account=job.account)["remaining"])
     if remaining < needed:
         raise ClearNotCovered(
             f"clearing and re-importing needs {needed:,} calls and {remaining:,} remain "

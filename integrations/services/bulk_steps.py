@@ -29,7 +29,7 @@ from integrations.services.bulk_csv import (
 )
 from integrations.services.bulk_jobs import clear_budget_check, input_summary, job_finish
 from integrations.services.bulk_plan import chunk_sizes, import_chunks, membership_diff, sync_plan
-from integrations.services.quota import quota_usage
+from integrations.services.quota import quota_account_remaining
 
 if TYPE_CHECKING:
     from integrations.services.bulk_runner import JobRunner
@@ -126,16 +126,17 @@ def diff(run: JobRunner) -> None:
     run.files.write_diff(adds=change.adds, removes=change.removes, by_id=change.removes_by_id)
     add_sizes = chunk_sizes(desired.contacts, change.adds)
     all_sizes = chunk_sizes(desired.contacts, sorted(desired.contacts))
-    # Jobs run in the background lane: its budget, not the whole key's, is what they get.
-    usage = quota_usage(api_key=run.job.account.api_key)
+    # Jobs run in the background lane: its budget, not the whole key's, is what they get, and
+    # no more than the account's own cap leaves.
+    budget = quota_account_remaining(account=run.job.account)
     plan = sync_plan(
         diff=change,
         desired_count=len(desired.contacts),
         current_count=len(current),
         chunk_sizes_adds=add_sizes,
         chunk_sizes_all=all_sizes,
-        remaining_today=int(usage["background_remaining"]),
-        per_day=max(1, int(usage["per_day"]) - int(usage["interactive_reserve"])),
+        remaining_today=budget["remaining"],
+        per_day=budget["per_day"],
         mentioned=desired.mentioned_emails,
         confirm_share=conf.sync_removal_confirm_share(),
     )

@@ -517,6 +517,26 @@ def quota_account_usage(*, api_key: ApiKey) -> dict[int, dict[str, Any]]:
     return usage
 
 
+def quota_account_remaining(
+    *, account: ConnectedAccount, lane: str = Lane.BACKGROUND
+) -> dict[str, Any]:
+    """What ``account`` may still spend today on ``lane``: the lane's remaining budget on its
+    key, and no more than what its own cap leaves. ``{"remaining", "per_day", "cap"}``:
+    ``per_day`` is the most the lane can spend for it in a whole day."""
+    usage = quota_usage(api_key=account.api_key)
+    background = _is_background(lane)
+    remaining = int(usage["background_remaining" if background else "remaining"])
+    per_day = int(usage["per_day"]) - (int(usage["interactive_reserve"]) if background else 0)
+    quota = key_quota(account.api_key)
+    cap = account_cap(account, quota)
+    if cap is not None:
+        ledgers, _ = quota_store().read_accounts(quota)
+        booked = ledgers[account.pk].day_count if account.pk in ledgers else 0
+        remaining = min(remaining, max(0, cap - booked))
+        per_day = min(per_day, cap)
+    return {"remaining": remaining, "per_day": max(per_day, 1), "cap": cap}
+
+
 def token_slot_reserve(*, api_key: ApiKey) -> Reservation:
     """Book the next slot on CC's token endpoint for ``api_key``'s client_id.
 

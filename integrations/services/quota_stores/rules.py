@@ -34,31 +34,29 @@ Stops. When CC answers ``quota_exceeded`` its day is spent whatever our count sa
 ``stopped_until`` (the day's reopening) refuses every booking whose slot is before it, in both
 lanes, until it passes or an operator lifts it.
 
-Fair share between accounts (background lane). Every account connected through the key keeps
-a line of its own on the key (:class:`AccountLedger`): ``turn_at``, the time from which its
-next new background call may take a slot. It is a virtual clock in the sense of Zhang's
-VirtualClock, kept in real seconds: each background call the account books or queues moves it
-one *step* on, ``spacing * W / w``, where ``w`` is the account's weight and ``W`` the summed
-weight of the accounts active on the key now (the account itself and every other whose
-``turn_at`` lies in the future). So while ``n`` accounts of equal weight are backlogged each is
-placed one slot in ``n``, and their lines together hand out exactly one slot per spacing,
-whatever their number of callers: an account's callers and jobs queue behind each other in
-their account's line, FIFO, and no caller of another account waits for them. A new background
-call may take a slot at once only while its account's ``turn_at`` is within the horizon;
-otherwise it is given the turn ``max(turn_at, slot) - horizon`` (its *ticket*) and its
-account's line moves one step. A caller back with its ticket takes the next slot if it lies
-within the horizon; if another took it first it comes back one place later in the key's
-background line, without moving its account's line again. When ``W`` changes (an account
-arrives or falls idle), an account's ``turn_at`` is rescaled from now by ``W_now / W_then``
-(``share_base`` keeps the ``W`` it was placed with), so the remaining accounts' lines close up
-and the key stays as busy as before: an account that wants less than its share is active only
-part of the time, counts in ``W`` for that part, and is served at once when it asks. A key
-whose next slot has already passed unclaimed is idle, and serves whoever asks (work
-conservation). With one account on the key, ``W = w`` and the step is the spacing: bookings
-are exactly as without accounts. Interactive calls ignore the lines and keep their priority.
+Fair share between accounts (background lane). Each account connected through the key keeps
+a clock of *turns* on the key (:class:`AccountLedger`), one turn per background call. At each of
+its bookings the clock is re-anchored at now and set to run at ``w / (spacing * W)`` turns per
+second, where ``w`` is the account's weight and ``W`` the summed weight of the accounts active
+on the key (the account itself and every other whose ``active_until`` lies in the future). A
+new call takes the account's next turn (its *ticket*); while the clock is within the horizon of
+the ticket the call may take a slot, otherwise it is told to come back when the clock reaches
+it. So while ``n`` accounts of equal weight are backlogged, each account's clock hands out one
+turn per ``n`` spacings and the clocks together one per spacing, whatever their number of
+callers: an account's callers and jobs queue behind each other on their account's clock, FIFO,
+and no caller of another account waits for them. This is Zhang's VirtualClock per account, with
+the clock rescaled whenever ``W`` changes: a caller whose ticket was given when the key was
+quieter comes back, finds the clock slower than promised, and is told its new time, so an
+account that arrives is served from its first call; an account that falls idle stops counting
+in ``W`` after its last turn, and the others' clocks speed up at their next booking (work
+conserving). An idle account saves up no turns (its next turn is never behind its clock). A
+caller whose turn has come but whose slot went to another waits in the key's background line
+(above), keeping its ticket. A key whose next slot passed unclaimed serves whoever asks. With
+one account on the key ``W = w``, the clock runs at one turn per spacing and bookings are as
+without accounts. Interactive calls ignore the clocks and keep their priority and reserve.
 
 Account caps. An account may have a daily cap (calls); its count for the key's current day is
-kept with its line and written in the same atomic step as the key's. A booking that would pass
+kept with its clock and written in the same atomic step as the key's. A booking that would pass
 it is refused with ``CAPPED`` in both lanes until the day reopens, like a spent key.
 """
 

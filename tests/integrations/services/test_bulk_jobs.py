@@ -176,3 +176,43 @@ def test_progress_is_honest_about_chunks_calls_and_staleness(sync_app):
     running.state = JobState.RUNNING
     running.progress = {**running.progress, "updated": time.time() - 3600}
     assert bulk_jobs.bulk_job_progress(running)["stalled"]
+
+
+def test_an_account_at_its_daily_cap_pauses_the_job_until_the_reset(sync_app, settings):
+    """The account may spend one more call today: the plan's export gets it, the job pauses
+    naming the cap and the reset, and carries on once the cap allows it."""
+    from integrations.services.budgets import account_budget_set
+    from integrations.services.quota import quota_account_usage
+
+    settings.CC_QUOTA_ACCOUNT_REFRESH = 0  # a changed cap is read on the next booking
+    app = sync_app
+    seed_members(app, 1, 11)
+    booked = quota_account_usage(api_key=app.api_key)[app.account.pk]["booked"]
+    account_budget_set(account=app.account, per_day=booked + 1)
+    job = drive_inline(create_job(app, emails(5, 16)), approve=False)
+    job.refresh_from_db()
+    assert job.state == JobState.PAUSED, job.error
+    assert f"daily cap of {booked + 1} calls" in job.error
+    assert job.paused_until is not None and job.paused_until.hour == 0
+    assert quota_account_usage(api_key=app.api_key)[app.account.pk]["booked"] == booked + 1
+
+    account_budget_set(account=app.account, per_day=None)
+    job = drive_inline(bulk_jobs.bulk_job_resume(job=job_get(job.pk)))
+    assert job.state == JobState.COMPLETED, job.error
+    assert members(app) == set(emails(5, 16))
+
+
+def test_a_plan_counts_on_no_more_than_the_accounts_cap_leaves(sync_app, settings):
+    from integrations.services.budgets import account_budget_set
+    from integrations.services.quota import quota_account_usage
+
+    settings.CC_QUOTA_ACCOUNT_REFRESH = 0
+    app = sync_app
+    seed_members(app, 1, 11)
+    booked = quota_account_usage(api_key=app.api_key)[app.account.pk]["booked"]
+    account_budget_set(account=app.account, per_day=booked + 30)
+    job = drive_inline(create_job(app, emails(5, 16)), approve=False)
+    assert job.state == JobState.PLANNED, job.error
+    spent = quota_account_usage(api_key=app.api_key)[app.account.pk]["booked"] - booked
+    # The key has thousands left today; the account's cap leaves 30 minus what planning spent.
+    assert job.plan["remaining_today"] == 30 - spent
