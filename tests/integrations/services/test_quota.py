@@ -384,6 +384,33 @@ def test_spent_budget_names_the_reset_and_can_be_waited_for(store, monkeypatch):
     assert slept.value.args[0] == pytest.approx(refused.value.wait, abs=2.0)
 
 
+def test_an_account_at_its_cap_is_told_the_cap_and_the_reset_in_both_lanes(store, settings):
+    settings.CC_QUOTA_ACCOUNT_REFRESH = 0
+    api_key = custom_key(per_second=1000, per_day=1000)
+    account = ConnectedAccountFactory(api_key=api_key, label="Acme", daily_share=0.002)
+    other = ConnectedAccountFactory(api_key=api_key)
+    quota_reserve(api_key=api_key, account=account)
+    quota_reserve(api_key=api_key, account=account, lane=Lane.BACKGROUND)
+    for lane in Lane.values:
+        with pytest.raises(quota.AccountCapReached) as refused:
+            quota_acquire(api_key=api_key, account=account, lane=lane)
+        assert str(refused.value) == (
+            "Acme has used its daily cap of 2 calls (2 booked today). "
+            f"It resets at {next_utc_midnight():%Y-%m-%d %H:%M} UTC."
+        )
+        assert refused.value.retry_at == next_utc_midnight() + dt.timedelta(seconds=5)
+    quota_reserve(api_key=api_key, account=other)  # the key and its other accounts go on
+    # A raised cap takes effect on the next booking (here: at once).
+    type(account).objects.filter(pk=account.pk).update(daily_share=None, daily_cap=3)
+    quota_reserve(api_key=api_key, account=account)
+    assert quota.quota_account_usage(api_key=api_key)[account.pk] == {
+        "booked": 3,
+        "cap": 3,
+        "weight": 1,
+        "remaining": 0,
+    }
+
+
 def test_cc_quota_exceeded_stops_every_lane_until_resumed(store):
     api_key = custom_key(per_second=1000, per_day=100)
     quota_reserve(api_key=api_key)
