@@ -9,6 +9,10 @@ gateway callers do, under these loads:
 
 * ``standard 4/s`` and ``partner 10/s``: the utilisation benchmark's concurrency (eight
   processes saturating one CC key). The targets apply to these rows.
+* ``fair 4/s``: the same on the background lane, each process booking for an account of its
+  own on the key, so every booking runs the fair-share rules (the others' weights summed, the
+  account's clock moved); deferred bookings come back at their turn with their ticket, and
+  every ask is timed. The targets apply to this row too.
 * stress, beyond anything CC allows, to show where each store's limits are:
   ``paced``: the key allows ``--paced-rate`` calls/s (default 1,000: a hundred times a partner
   key); ``flat out``: a million calls/s, so slots are always due at once and every process
@@ -74,25 +78,31 @@ class Result:
 # --- inside the spawned processes -----------------------------------------------------------
 
 
-def _prepare(env: dict[str, str], rates: list[int]) -> list[int]:
-    """Migrate the fresh database and create one key per rate; returns their ids."""
+def _prepare(env: dict[str, str], rates: list[int], accounts: int) -> list[tuple[int, list]]:
+    """Migrate the fresh database and create one key per rate, with ``accounts`` accounts on
+    each; returns ``(key id, [account ids])`` per rate."""
     django_setup(env)
     from django.core.management import call_command
 
-    from integrations.models import ApiKey, Tier
+    from integrations.models import ApiKey, ConnectedAccount, Tier
 
     call_command("migrate", verbosity=0, interactive=False)
-    return [
-        ApiKey.objects.create(
-            name=f"Benchmark {rate}/s",
-            client_id=f"bench-{os.getpid()}-{rate}",
+    keys = []
+    for n, rate in enumerate(rates):
+        api_key = ApiKey.objects.create(
+            name=f"Benchmark {rate}/s ({n})",
+            client_id=f"bench-{os.getpid()}-{n}-{rate}",
             redirect_uri="http://127.0.0.1:8000/accounts/callback/",
             tier=Tier.CUSTOM,
             custom_per_second=rate,
             custom_per_day=PER_DAY,
-        ).pk
-        for rate in rates
-    ]
+        )
+        ids = [
+            ConnectedAccount.objects.create(api_key=api_key, label=f"account {i}").pk
+            for i in range(accounts)
+        ]
+        keys.append((api_key.pk, ids))
+    return keys
 
 
 def _store_round_trip(store) -> None:
@@ -107,7 +117,9 @@ def _store_round_trip(store) -> None:
         cursor.execute("SELECT 1")
 
 
-def _measure(job: tuple[dict[str, str], int, float, float]) -> tuple[list[float], list[float]]:
+def _measure(
+    job: tuple[dict[str, str], int, int | None, float, float],
+) -> tuple[list[float], list[float]]:
     """Time ``quota_reserve`` after each wait for a slot; on every ``FLOOR_EVERY``-th booking,
     time a bare round trip to the store instead, after the same idle wait: the floor the machine
     sets (waking a process and the store's server up after a sleep) that no ledger can go under.
@@ -116,12 +128,36 @@ def _measure(job: tuple[dict[str, str], int, float, float]) -> tuple[list[float]
     are timed: started together, eight processes would all book in the same instant, and on a
     small machine the last would mostly be timing its wait for a CPU. Booking and sleeping until
     its slot spreads them out as the gateway's callers are, one spacing apart."""
-    env, api_key_id, start_at, end_at = job
+    env, api_key_id, account_id, start_at, end_at = job
     django_setup(env)
-    from integrations.models import ApiKey
-    from integrations.services.quota import quota_reserve, quota_store, quota_wait
+    from integrations.models import ApiKey, ConnectedAccount
+    from integrations.services.quota import QuotaDeferred, quota_reserve, quota_store, quota_wait
 
     api_key = ApiKey.objects.get(pk=api_key_id)
+    account = ConnectedAccount.objects.get(pk=account_id) if account_id else None
+    lane = "background" if account else "interactive"
+
+    def reserve(*, record: bool):
+        """Book as the gateway does (a deferred ask comes back at its turn with its ticket);
+        with ``record``, every ask after ``start_at`` is one sample."""
+        ticket = None
+        while True:
+            began = time.perf_counter()
+            timed = record and time.time() >= start_at
+            try:
+                reservation = quota_reserve(
+                    api_key=api_key, lane=lane, account=account, ticket=ticket
+                )
+            except QuotaDeferred as deferred:
+                if timed:
+                    samples.append(time.perf_counter() - began)
+                ticket = deferred.ticket
+                time.sleep(deferred.wait)
+                continue
+            if timed:
+                samples.append(time.perf_counter() - began)
+            return reservation
+
     store = quota_store()
     _store_round_trip(store)  # connection and imports warmed up
     samples: list[float] = []
@@ -132,14 +168,12 @@ def _measure(job: tuple[dict[str, str], int, float, float]) -> tuple[list[float]
         turn += 1
         started = time.perf_counter()
         if turn % FLOOR_EVERY:
-            reservation = quota_reserve(api_key=api_key)
-            if timed:
-                samples.append(time.perf_counter() - started)
+            reservation = reserve(record=True)
         else:
             _store_round_trip(store)
             if timed:
                 floor.append(time.perf_counter() - started)
-            reservation = quota_reserve(api_key=api_key)
+            reservation = reserve(record=False)
         quota_wait(reservation)  # the intended sleep: not measured
     return samples, floor
 
@@ -195,6 +229,7 @@ def bench(store: str, options: argparse.Namespace) -> list[Result]:
     loads = {
         "standard 4/s": (4, options.cc_seconds, False),
         "partner 10/s": (10, options.cc_seconds, False),
+        "fair 4/s": (4, options.cc_seconds, False),
         f"paced {options.paced_rate}/s": (options.paced_rate, options.seconds, True),
         "flat out": (FLAT_OUT_RATE, options.seconds, True),
     }
@@ -204,14 +239,21 @@ def bench(store: str, options: argparse.Namespace) -> list[Result]:
     try:
         with HOMES[store](var_dir, options) as env:
             with context.Pool(1) as setup:
-                key_ids = setup.apply(_prepare, (env, [rate for rate, _, _ in loads.values()]))
+                keys = setup.apply(
+                    _prepare,
+                    (env, [rate for rate, _, _ in loads.values()], options.processes),
+                )
             with context.Pool(options.processes) as pool:
-                for (load, (_, seconds, stress)), api_key_id in zip(
-                    loads.items(), key_ids, strict=True
+                for (load, (_, seconds, stress)), (api_key_id, account_ids) in zip(
+                    loads.items(), keys, strict=True
                 ):
                     start_at = time.time() + WARM_UP_SECONDS
                     end_at = start_at + seconds
-                    jobs = [(env, api_key_id, start_at, end_at)] * options.processes
+                    fair = load.startswith("fair")
+                    jobs = [
+                        (env, api_key_id, account_id if fair else None, start_at, end_at)
+                        for account_id in account_ids
+                    ]
                     batches = pool.map(_measure, jobs, chunksize=1)
                     samples = [sample for batch, _ in batches for sample in batch]
                     floor = [sample for _, batch in batches for sample in batch]

@@ -21,6 +21,7 @@ BENCHMARKS = [
         "bench_utilisation.py",
         ["--store", "redis", "--scenarios", "std-j20,partner-j20"],
     ),
+    ("fair share between accounts", "bench_fair_share.py", []),
     ("compressed day", "bench_compressed_day.py", []),
     ("bulk list sync", "bench_bulk_sync.py", []),
     ("dashboard and call log, 1,000,000 calls", "bench_dashboard.py", []),
@@ -28,6 +29,7 @@ BENCHMARKS = [
 QUICK = {
     "bench_utilisation.py": ["--seconds", "10"],
     "bench_quota_overhead.py": ["--seconds", "2", "--cc-seconds", "5"],
+    "bench_fair_share.py": ["--seconds", "15"],
 }
 
 

@@ -2,7 +2,9 @@
 
 The dashboard page renders one panel per key and each panel re-fetches itself every few
 seconds (htmx), so the figures move without a page reload. Every figure of the day comes from
-``selectors.key_usage_summary`` — the same dict ``manage.py cc_usage --json`` prints.
+``selectors.key_usage_summary`` — the same dict ``manage.py cc_usage --json`` prints — and each
+account's share, cap, weight and slot waits from ``services.account_usage``, the rows it prints
+under ``accounts``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from django.views.decorators.http import require_GET
 from integrations import charts, selectors
 from integrations.models import ApiKey
 from integrations.permissions import VIEW_PORTAL, portal_permission_required
-from integrations.services.quota import key_quota
+from integrations.services.account_usage import account_usage_rows
+from integrations.services.quota import QuotaStoreUnavailable, key_quota
 
 #: Seconds between two refreshes of a panel.
 REFRESH_SECONDS = 5
@@ -54,12 +57,27 @@ def key_panel_context(api_key: ApiKey, *, now: dt.datetime | None = None) -> dic
             per_day=usage["per_day"],
             chart_id=f"{chart_id}-days",
         ),
-        "by_account": selectors.key_calls_today_by_account(api_key=api_key, now=now),
+        **_by_account(api_key, now=now),
         "attention": selectors.accounts_needing_attention(api_key=api_key, now=now),
         "jobs": list(selectors.jobs_in_progress(api_key=api_key)[:10]),
         "refresh_seconds": REFRESH_SECONDS,
         "now": now,
     }
+
+
+def _by_account(api_key: ApiKey, *, now: dt.datetime) -> dict:
+    """Today's calls per account (the hourly rollup, busiest first), each row with the
+    account's part of the key as ``usage``: its row of ``account_usage_rows`` (share, cap,
+    weight, slot waits), None for calls made for no account. When the quota ledger does not
+    answer, ``ledger_down`` is set and no row has ``usage``."""
+    rows = selectors.key_calls_today_by_account(api_key=api_key, now=now)
+    try:
+        usage = {row["id"]: row for row in account_usage_rows(api_key, now=now)}
+    except QuotaStoreUnavailable:
+        return {"by_account": rows, "ledger_down": True}
+    for row in rows:
+        row["usage"] = usage.get(row["account"].pk) if row["account"] else None
+    return {"by_account": rows, "ledger_down": False}
 
 
 @portal_permission_required(VIEW_PORTAL)

@@ -8,7 +8,10 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from integrations.models import ApiCall, CallKind
+from integrations.models import ApiCall, CallKind, Lane
+from integrations.services.audit import api_call_record
+from integrations.services.quota import quota_reserve
+from tests.factories import ApiKeyFactory, ConnectedAccountFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -184,3 +187,159 @@ def test_cc_usage_counts_ccs_429s_and_forecasts_exhaustion(cc_sandbox, transacti
         assert dt.datetime.fromisoformat(summary["exhausted_at"]) < midnight
     text = run("cc_usage", "--key", "usage-429s")
     assert f"{stats.throttled} throttled, 1 quota" in text
+
+
+# --- cc_usage: each account's part of the key ---------------------------------------------
+
+
+def test_cc_usage_lists_each_account_of_the_key_after_real_calls(cc_app, connected_account):
+    for _ in range(3):
+        run("cc_request", "GET", "/contact_lists")
+
+    [summary] = json.loads(run("cc_usage", "--json", "--key", cc_app.api_key.client_id))
+    [row] = summary["accounts"]
+    made = command_calls(cc_app).filter(account=connected_account)
+    assert row["id"] == connected_account.pk
+    assert row["name"] == connected_account.display_name
+    assert row["calls_today"] >= made.count() == 3
+    assert 0 < row["share"] <= 1
+    assert row["slot_wait_p50_ms"] is not None
+    assert row["slot_wait_p95_ms"] >= row["slot_wait_p50_ms"]
+
+    text = run("cc_usage", "--key", cc_app.api_key.client_id)
+    assert "  accounts\n" in text
+    assert connected_account.display_name in text.split("  accounts\n", 1)[1]
+
+
+ACCOUNT_ROW_KEYS = [
+    "id",
+    "name",
+    "calls_today",
+    "share",
+    "cap",
+    "cap_remaining",
+    "weight",
+    "slot_wait_p50_ms",
+    "slot_wait_p95_ms",
+]
+
+
+@pytest.fixture
+def shared_key(settings):
+    """A key two accounts share, with bookings in the ledger and calls in the log."""
+    settings.CC_QUOTA_STORE = "integrations.services.quota_stores.DatabaseStore"
+    settings.CC_QUOTA_ACCOUNT_REFRESH = 0.0
+    key = ApiKeyFactory(
+        name="Shared",
+        client_id="shared-key",
+        tier="custom",
+        custom_per_second=1000,
+        custom_per_day=1000,
+    )
+    busy = ConnectedAccountFactory(api_key=key, label="busy@example.com", share_weight=3)
+    capped = ConnectedAccountFactory(api_key=key, label="capped@example.com", daily_cap=2)
+    ConnectedAccountFactory(api_key=key, label="idle@example.com", daily_share=0.25)
+    for account, times in ((busy, 3), (capped, 2)):
+        for _ in range(times):
+            quota_reserve(api_key=key, lane=Lane.BACKGROUND, account=account)
+    for account, waits in ((busy, (1200, 30, 80)), (capped, (5,))):
+        for wait in waits:
+            api_call_record(
+                api_key=key,
+                account=account,
+                method="GET",
+                path_template="/contacts",
+                status_code=200,
+                slot_wait_ms=wait,
+                lane=Lane.BACKGROUND,
+            )
+    return key, busy, capped
+
+
+def test_cc_usage_json_has_each_accounts_row_under_its_key(shared_key):
+    _, busy, capped = shared_key
+
+    [summary] = json.loads(run("cc_usage", "--json", "--key", "shared-key"))
+
+    assert summary["key"] == "shared-key" and summary["calls_today"] == 4
+    assert [list(row) for row in summary["accounts"]] == [ACCOUNT_ROW_KEYS] * 3
+    busy_row, capped_row, idle_row = summary["accounts"]
+    assert busy_row == {
+        "id": busy.pk,
+        "name": "busy@example.com",
+        "calls_today": 3,
+        "share": pytest.approx(0.6),
+        "cap": None,
+        "cap_remaining": None,
+        "weight": 3,
+        "slot_wait_p50_ms": 80,
+        "slot_wait_p95_ms": 1200,
+    }
+    assert (capped_row["id"], capped_row["cap"], capped_row["cap_remaining"]) == (
+        capped.pk,
+        2,
+        0,
+    )
+    assert (idle_row["name"], idle_row["calls_today"], idle_row["share"]) == (
+        "idle@example.com",
+        0,
+        0.0,
+    )
+    assert (idle_row["cap"], idle_row["slot_wait_p50_ms"]) == (250, None)
+
+
+def test_cc_usage_text_appends_a_table_of_the_accounts(shared_key):
+    text = run("cc_usage", "--key", "shared-key")
+
+    head, table = text.split("  accounts\n")
+    assert "  burn rate    " in head  # the key's own lines come first, as before
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "account",
+        "calls",
+        "today",
+        "share",
+        "cap",
+        "weight",
+        "wait",
+        "p50/p95",
+    ]
+    assert lines[1].split() == [
+        "busy@example.com",
+        "3",
+        "60%",
+        "none",
+        "3",
+        "80",
+        "/",
+        "1,200",
+        "ms",
+    ]
+    assert lines[2].split() == [
+        "capped@example.com",
+        "2",
+        "40%",
+        "2",
+        "(reached)",
+        "1",
+        "5",
+        "/",
+        "5",
+        "ms",
+    ]
+    assert lines[3].split() == ["idle@example.com", "0", "0%", "250", "(250", "left)", "1", "—"]
+    # The columns line up: every row's share ends where the header's does.
+    share_end = lines[0].index("share") + len("share")
+    assert all(line[share_end - 1] == "%" for line in lines[1:])
+
+
+def test_cc_usage_without_the_ledger_still_reports_the_key(shared_key, settings):
+    settings.CC_QUOTA_STORE = "integrations.services.quota_stores.RedisStore"
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    out, err = StringIO(), StringIO()
+    call_command("cc_usage", "--json", stdout=out, stderr=err)
+
+    [summary] = json.loads(out.getvalue())
+    assert summary["calls_today"] == 4 and summary["accounts"] is None
+    assert "Shared (shared-key): no per-account figures" in err.getvalue()
+    assert "unavailable (the quota ledger does not answer)" in run("cc_usage")
