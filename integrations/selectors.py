@@ -412,13 +412,9 @@ def key_calls_today_by_account(*, api_key: ApiKey, now: dt.datetime | None = Non
     ]
 
 
-#: The slot-wait percentiles the dashboard and ``cc_usage`` show.
-SLOT_WAIT_SHARES = {"p50_ms": 0.5, "p95_ms": 0.95}
-
-
 class _NearestRank(Aggregate):
-    """PostgreSQL's ``percentile_disc``: the smallest value at least ``share`` of the rows do
-    not exceed (the nearest-rank percentile)."""
+    """PostgreSQL's ``percentile_disc``: the smallest value that at least ``share`` of the rows
+    do not exceed (the nearest-rank percentile)."""
 
     function = "percentile_disc"
     template = "%(function)s(%(share)s) WITHIN GROUP (ORDER BY %(expressions)s)"
@@ -435,16 +431,16 @@ def _nearest_rank(ordered: list[int], share: float) -> int:
 
 def account_slot_waits(
     *, api_key: ApiKey, since: dt.datetime | None = None
-) -> dict[int | None, dict[str, int | None]]:
+) -> dict[int | None, dict[str, int]]:
     """How long ``api_key``'s API calls since ``since`` (default: today 00:00 UTC) waited for
     their send slot, per account: ``{account_id: {"p50_ms", "p95_ms", "calls"}}``, for the
     accounts with at least one such call (calls made for no account under ``None``).
 
     Percentiles are nearest-rank (the smallest wait that at least that share of the calls did
     not exceed), so each is a wait some call really had, and both backends give the same
-    answer. The rows are the key's range of the (api_key, -created_at) index: PostgreSQL
-    ranks them itself (``percentile_disc``, one row per account comes back); SQLite has no
-    percentile function, and sorting one key's day in Python is quicker than its window
+    answer. Only the key's calls in the range are read, through the ``created_at`` indexes.
+    PostgreSQL ranks them itself (``percentile_disc``: one row per account comes back); SQLite
+    has no percentile function, and sorting the waits here is quicker than its window
     functions over the same rows.
     """
     if since is None:
@@ -454,24 +450,20 @@ def account_slot_waits(
     ).order_by()
     if connection.vendor == "postgresql":
         ranked = calls.values("account_id").annotate(
+            p50_ms=_NearestRank("slot_wait_ms", share=0.5),
+            p95_ms=_NearestRank("slot_wait_ms", share=0.95),
             calls=Count("pk"),
-            **{
-                name: _NearestRank("slot_wait_ms", share=share)
-                for name, share in SLOT_WAIT_SHARES.items()
-            },
         )
-        return {
-            row["account_id"]: {name: row[name] for name in (*SLOT_WAIT_SHARES, "calls")}
-            for row in ranked
-        }
+        return {row.pop("account_id"): row for row in ranked}
     by_account: dict[int | None, list[int]] = defaultdict(list)
     for account_id, wait in calls.values_list("account_id", "slot_wait_ms"):
         by_account[account_id].append(wait)
-    waits: dict[int | None, dict[str, int | None]] = {}
+    waits = {}
     for account_id, found in by_account.items():
         found.sort()
         waits[account_id] = {
-            **{name: _nearest_rank(found, share) for name, share in SLOT_WAIT_SHARES.items()},
+            "p50_ms": _nearest_rank(found, 0.5),
+            "p95_ms": _nearest_rank(found, 0.95),
             "calls": len(found),
         }
     return waits

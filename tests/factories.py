@@ -64,3 +64,21 @@ class PortalUserFactory(StaffFactory):
     def groups(self, create: bool, names: list[str] | None, **kwargs) -> None:
         if create and names:
             self.groups.add(*(Group.objects.get(name=name) for name in names))
+
+
+def calls_waited(api_key, account, *slot_waits_ms: int, at=None, lane="background", kind="api"):
+    """Record one answered ``GET /contacts`` per wait, as the gateway records a call."""
+    from integrations.services.audit import api_call_record
+
+    for wait in slot_waits_ms:
+        api_call_record(
+            api_key=api_key,
+            account=account,
+            method="GET",
+            path_template="/contacts",
+            status_code=200,
+            slot_wait_ms=wait,
+            lane=lane,
+            kind=kind,
+            at=at,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import random
 
 import pytest
@@ -11,30 +10,21 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations.models import CallKind
+from integrations.models import ApiCall, CallKind
 from integrations.selectors import account_slot_waits
-from integrations.services.audit import api_call_record
-from tests.factories import ApiKeyFactory, ConnectedAccountFactory
+from tests.factories import ApiKeyFactory, ConnectedAccountFactory, calls_waited
 
 pytestmark = pytest.mark.django_db
 
 
 def record(key, account, wait_ms, *, at=None, kind=CallKind.API):
-    api_call_record(
-        api_key=key,
-        account=account,
-        method="GET",
-        path_template="/contacts",
-        status_code=200,
-        slot_wait_ms=wait_ms,
-        kind=kind,
-        at=at,
-    )
+    calls_waited(key, account, wait_ms, at=at, kind=kind)
 
 
-def nearest_rank(values: list[int], share: float) -> int:
+def nearest_rank(values: list[int], percent: int) -> int:
+    """The ceil(percent/100 · n)-th smallest, in exact integers."""
     ordered = sorted(values)
-    return ordered[math.ceil(share * len(ordered)) - 1]
+    return ordered[-(-percent * len(ordered) // 100) - 1]
 
 
 @pytest.fixture
@@ -73,10 +63,41 @@ def test_every_count_agrees_with_the_nearest_rank_definition(count, midnight):
     found = account_slot_waits(api_key=key, since=midnight)[account.pk]
 
     assert found == {
-        "p50_ms": nearest_rank(waits, 0.5),
-        "p95_ms": nearest_rank(waits, 0.95),
+        "p50_ms": nearest_rank(waits, 50),
+        "p95_ms": nearest_rank(waits, 95),
         "calls": count,
     }
+
+
+def test_accounts_of_every_size_from_1_to_60_calls_in_one_query(midnight):
+    key = ApiKeyFactory()
+    rng = random.Random(60)
+    expected = {}
+    for count in range(1, 61):
+        account = ConnectedAccountFactory(api_key=key)
+        waits = [rng.randrange(0, 300) for _ in range(count)]
+        ApiCall.objects.bulk_create(
+            ApiCall(
+                api_key=key,
+                account=account,
+                method="GET",
+                path_template="/contacts",
+                status_code=200,
+                slot_wait_ms=wait,
+            )
+            for wait in waits
+        )
+        expected[account.pk] = {
+            "p50_ms": nearest_rank(waits, 50),
+            "p95_ms": nearest_rank(waits, 95),
+            "calls": count,
+        }
+
+    with CaptureQueriesContext(connection) as queries:
+        found = account_slot_waits(api_key=key, since=midnight)
+
+    assert found == expected
+    assert len(queries) == 1
 
 
 def test_other_keys_earlier_days_and_token_calls_are_left_out(midnight):

@@ -9,9 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from integrations.models import ApiCall, CallKind, Lane
-from integrations.services.audit import api_call_record
 from integrations.services.quota import quota_reserve
-from tests.factories import ApiKeyFactory, ConnectedAccountFactory
+from tests.factories import ApiKeyFactory, ConnectedAccountFactory, calls_waited
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -243,16 +242,7 @@ def shared_key(settings):
         for _ in range(times):
             quota_reserve(api_key=key, lane=Lane.BACKGROUND, account=account)
     for account, waits in ((busy, (1200, 30, 80)), (capped, (5,))):
-        for wait in waits:
-            api_call_record(
-                api_key=key,
-                account=account,
-                method="GET",
-                path_template="/contacts",
-                status_code=200,
-                slot_wait_ms=wait,
-                lane=Lane.BACKGROUND,
-            )
+        calls_waited(key, account, *waits)
     return key, busy, capped
 
 

@@ -10,9 +10,8 @@ from django.utils import timezone
 
 from integrations.models import Lane
 from integrations.services.account_usage import account_usage_rows
-from integrations.services.audit import api_call_record
 from integrations.services.quota import AccountCapReached, quota_reserve
-from tests.factories import ConnectedAccountFactory
+from tests.factories import ConnectedAccountFactory, calls_waited
 from tests.integrations.services.quota_support.stores import (
     STORES,
     StoreUnderTest,
@@ -52,17 +51,7 @@ def book(key, account, times: int = 1, *, lane: str = Lane.BACKGROUND) -> None:
 
 
 def record(key, account, *waits: int, at: dt.datetime | None = None) -> None:
-    for wait in waits:
-        api_call_record(
-            api_key=key,
-            account=account,
-            method="GET",
-            path_template="/contacts",
-            status_code=200,
-            slot_wait_ms=wait,
-            lane=Lane.BACKGROUND,
-            at=at,
-        )
+    calls_waited(key, account, *waits, at=at)
 
 
 def test_rows_combine_the_ledger_and_the_call_log_busiest_first(store):
