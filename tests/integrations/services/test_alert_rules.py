@@ -46,7 +46,7 @@ def outbox(settings):
 def _evaluate_and_send(times: int = 3, *, now: dt.datetime | None = None) -> None:
     for _ in range(times):
         alerts_evaluate(now=now)
-        alert_deliveries_send()
+        alert_deliveries_send(now=now)
 
 
 def _events(event_type: str) -> list[AlertEvent]:
