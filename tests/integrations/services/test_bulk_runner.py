@@ -268,6 +268,8 @@ def test_a_paused_job_continues_by_itself_when_the_day_turns(sync_app, worker):
         status=TaskResultStatus.READY,
         args_kwargs__args=[job.pk],
     )
+    # The pause is saved before the task is parked again: wait for the parked task itself.
+    wait_for(parked.exists, timeout=30, what="the parked task")
     assert parked.get().run_after >= job_get(job.pk).paused_until
 
     now = app.sandbox.now()
