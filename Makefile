@@ -1,11 +1,15 @@
 # ccportal — `make run` serves the portal with the sandbox and a worker; `make test` runs the suite.
 # `make test-fast`: the tests that start no child process (the inner loop, under a minute).
+# Both run in TEST_WORKERS parallel pytest processes (most of the suite waits on the sandbox,
+# workers and clocks, not on the CPU); TEST_WORKERS=0 runs in this one process.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 SANDBOX_PORT ?= 8765
+TEST_WORKERS ?= 4
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 .PHONY: install run test test-fast lint bench faults browser clean
 
@@ -30,10 +34,10 @@ run: install
 	@$(PY) manage.py serve_portal --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: install browser
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	@CCPORTAL_TEST_TIER=fast $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	@CCPORTAL_TEST_TIER=fast $(PY) -m pytest -m "not slow and not browser" $(PARALLEL) $(PYTEST_ARGS)
 
 # Formatting, ruff's rules, and the import contracts that enforce the layers (pyproject.toml).
 lint: install

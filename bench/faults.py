@@ -1,6 +1,6 @@
 """The fault suite: real processes against the sandbox, one row per fault.
 
-    .venv/bin/python bench/faults.py [--quick] [--json] [--only NAME ...] [--seed N]
+    .venv/bin/python bench/faults.py [--quick] [--json] [--only NAME ...] [--seed N] [--list]
 
 Starts a sandbox process and a throw-away portal (SQLite in a temporary folder, removed at the
 end), then for each fault: its own API key, CC account and list; real ``db_worker`` and
@@ -71,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     parser.add_argument("--only", nargs="*", help="run only these faults (names below)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random kills")
+    parser.add_argument("--list", action="store_true", help="print the fault names and stop")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     chosen = all_scenarios(seed)
+    if args.list:
+        print("\n".join(name for name, _ in chosen))
+        return 0
     if args.only:
         unknown = set(args.only) - {name for name, _ in chosen}
         if unknown:

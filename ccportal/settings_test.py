@@ -18,9 +18,15 @@ if "CCPORTAL_VAR_DIR" not in os.environ:
     # and leaves nothing behind in the temp directory.
     os.environ["CCPORTAL_VAR_DIR"] = tempfile.mkdtemp(prefix="ccportal-test-")
     atexit.register(shutil.rmtree, os.environ["CCPORTAL_VAR_DIR"], ignore_errors=True)
+# A parallel run (pytest-xdist, `make test`) gives each worker its own folder inside the run's:
+# its own SQLite file, job files and encryption keys. Its child processes inherit the folder.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER and os.path.basename(os.environ["CCPORTAL_VAR_DIR"]) != _WORKER:
+    os.environ["CCPORTAL_VAR_DIR"] = os.path.join(os.environ["CCPORTAL_VAR_DIR"], _WORKER)
+    os.makedirs(os.environ["CCPORTAL_VAR_DIR"], exist_ok=True)
 
-from ccportal.settings import *  # noqa: F403
-from ccportal.settings import DATABASES
+from ccportal.settings import *  # noqa: E402, F403
+from ccportal.settings import CACHES, DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEBUG = False
@@ -29,7 +35,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(os.environ["CCPORTAL_VAR_DIR"], "test.sqlite3")
     }
-# Each run keeps its own Redis ledger, so one run's bookings never leak into the next; child
-# processes inherit the run's id through the environment and share the ledger.
+# Child processes inherit the run's id through the environment and share its Redis keys.
 os.environ.setdefault("CCPORTAL_TEST_RUN", uuid.uuid4().hex[:12])
-CC_QUOTA_REDIS_PREFIX = f"ccportal-test:{os.environ['CCPORTAL_TEST_RUN']}:"
+# Each run, and each worker of a parallel run, keeps its own Redis keys: its own ledger, and a
+# cache whose clear() forgets only its own keys (never another worker's, never FLUSHDB).
+_REDIS_SCOPE = f"ccportal-test:{os.environ['CCPORTAL_TEST_RUN']}:{_WORKER or 'main'}"
+CC_QUOTA_REDIS_PREFIX = f"{_REDIS_SCOPE}:"
+if "redis" in CACHES:
+    CACHES["redis"]["BACKEND"] = "tests.support_cache.ScopedRedisCache"
+    CACHES["redis"]["KEY_PREFIX"] = _REDIS_SCOPE
