@@ -120,6 +120,13 @@ def main() -> int:
         elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
         counted = control.stats(CLIENT_ID).requests
 
+        # Seeding a big list is how every bulk benchmark and `make run` sets the sandbox up.
+        big = control.create_account("big@example.com")
+        big_list = control.seed_list(big, "Big")
+        began_seed = time.monotonic()
+        control.seed_contacts(big, count=100_000, list_ids=[big_list.list_id])
+        seed_seconds = time.monotonic() - began_seed
+
     total = len(latencies)
     cuts = statistics.quantiles(latencies, n=100) if total > 1 else [0.0] * 99
     print(
@@ -129,6 +136,7 @@ def main() -> int:
         f"p50 {cuts[49] * 1000:.2f} ms, p99 {cuts[98] * 1000:.2f} ms; "
         f"non-200: {failures}; sandbox counted {counted:,}"
     )
+    print(f"sandbox: 100,000 contacts seeded into a list in {seed_seconds:.2f} s (target 5 s)")
     if counted != total or failures:
         print("FAILED: the sandbox's count differs from the requests sent, or some failed.")
         return 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 import requests
@@ -46,14 +45,13 @@ def test_accounts_and_lists_are_idempotent_by_email_and_name(cc: SandboxControl)
     assert missing.value.status == 404
 
 
-def test_a_hundred_thousand_contacts_seed_in_a_few_seconds(cc: SandboxControl):
+def test_a_hundred_thousand_contacts_seed_into_a_list(cc: SandboxControl):
+    """How fast is bench_sandbox's business; this is what the seed makes."""
     account = cc.create_account("big@example.com")
     newsletter = cc.seed_list(account, "Newsletter")
-    started = time.monotonic()
     seeded = cc.seed_contacts(
         account, count=100_000, list_ids=[newsletter.list_id], unsubscribed_every=10
     )
-    assert time.monotonic() - started < 5
     assert (seeded.created, seeded.updated) == (100_000, 0)
     members = cc.list_members(account, newsletter.list_id)
     assert len(members) == 100_000
