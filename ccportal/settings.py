@@ -84,6 +84,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app processes themselves (gunicorn has no static handler), before
+    # sessions and auth so a CSS request touches no database.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -93,10 +96,6 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "integrations.middleware.ConfigurationErrorMiddleware",
 ]
-
-if PRODUCTION:
-    # Serves collected static files from the app processes (runserver does it in development).
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "ccportal.urls"
 WSGI_APPLICATION = "ccportal.wsgi.application"
@@ -206,8 +205,12 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default="") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves what `collectstatic` put in STATIC_ROOT (`serve_portal --production` runs
+# it), with gzip copies made once. Not the manifest storage: ccportal/urls.py resolves a static
+# URL at import, so every command (migrate, check --deploy) would then need collectstatic first.
+# Development and tests serve the source folders, looked up on each request: nothing to collect.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -216,6 +219,8 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
 # --- field encryption -------------------------------------------------------------------------

@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -19,56 +15,16 @@ import requests
 
 from integrations.sandbox.control import SandboxControl
 from tests.support_procs import fresh_portal_env
+from tests.support_serve import (
+    alive,
+    children,
+    free_port,
+    manage,
+    port_open,
+    serve_portal_started,
+)
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        if re.search(rf"^PPid:\s+{pid}$", text, re.MULTILINE):
-            found.append(int(status.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 @pytest.fixture
@@ -85,36 +41,18 @@ def test_serve_portal_runs_sandbox_worker_and_web_that_connect_and_answer_the_cl
     fresh_env, tmp_path
 ):
     env = fresh_env
-    web_port, sandbox_port = _free_port(), _free_port()
-    _manage(env, "migrate", "--noinput", "-v", "0")
-    login = _manage(env, "ensure_staff_login")
+    web_port, sandbox_port = free_port(), free_port()
+    manage(env, "migrate", "--noinput", "-v", "0")
+    login = manage(env, "ensure_staff_login")
     password = re.search(r"password: (\S+)", login).group(1)
 
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "serve_portal",
-                "--port",
-                str(web_port),
-                "--sandbox-port",
-                str(sandbox_port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    server = serve_portal_started(
+        env, log, "--port", str(web_port), "--sandbox-port", str(sandbox_port), port=web_port
+    )
     portal = f"http://127.0.0.1:{web_port}"
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     try:
-        deadline = time.monotonic() + 90
-        while "ccportal is running at" not in log.read_text() or not _port_open(web_port):
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
         banner = log.read_text()
         assert f"{portal}/" in banner and f"CC_SANDBOX_URL={sandbox_url}" in banner
 
@@ -151,19 +89,19 @@ def test_serve_portal_runs_sandbox_worker_and_web_that_connect_and_answer_the_cl
         assert done.status_code == 302 and re.fullmatch(r"/accounts/\d+/", done.headers["Location"])
 
         cli = {**env, "CC_SANDBOX_URL": sandbox_url}
-        lists = json.loads(_manage(cli, "cc_request", "GET", "/contact_lists"))
+        lists = json.loads(manage(cli, "cc_request", "GET", "/contact_lists"))
         assert len(lists["lists"]) >= 1
-        usage = json.loads(_manage(cli, "cc_usage", "--json"))
+        usage = json.loads(manage(cli, "cc_usage", "--json"))
         # The connect's account summary and the cc_request.
         assert [row["calls_today"] for row in usage] == [2]
-        children = _children(server.pid)
-        assert len(children) == 3, "sandbox, worker and web server"
+        child_pids = children(server.pid)
+        assert len(child_pids) == 3, "sandbox, worker and web server"
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
     # Everything it started stopped with it.
     deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in children):
+    while any(alive(pid) for pid in child_pids):
         assert time.monotonic() < deadline, "a child outlived serve_portal"
         time.sleep(0.2)
-    assert not _port_open(web_port) and not _port_open(sandbox_port)
+    assert not port_open(web_port) and not port_open(sandbox_port)
