@@ -309,6 +309,12 @@ CC_CALL_LOG_DAYS = env.int("CC_CALL_LOG_DAYS", default=30)
 CC_METRICS_TOKEN = env.str("CC_METRICS_TOKEN", default="")
 CC_SYNC_CONFIRM_REMOVAL_SHARE = env.float("CC_SYNC_CONFIRM_REMOVAL_SHARE", default=0.10)
 
+# --- the proxy (/proxy/v3/...) -----------------------------------------------------------------
+CC_PROXY_MAX_WAIT_INTERACTIVE = env.float("CC_PROXY_MAX_WAIT_INTERACTIVE", default=5.0)
+CC_PROXY_MAX_WAIT_BACKGROUND = env.float("CC_PROXY_MAX_WAIT_BACKGROUND", default=60.0)
+# CC's 4 MB import payloads, with room for multipart framing.
+CC_PROXY_MAX_BODY_BYTES = env.int("CC_PROXY_MAX_BODY_BYTES", default=5 * 1024 * 1024)
+
 # --- alerts and e-mail -------------------------------------------------------------------------
 CC_ALERTS_EVALUATE_SECONDS = env.float("CC_ALERTS_EVALUATE_SECONDS", default=30.0)
 CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT = env.float("CC_ALERTS_WEBHOOK_CONNECT_TIMEOUT", default=3.0)

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from integrations.views.auth import AdminLoginView, RateLimitedLoginView
 from integrations.views.metrics import metrics
+from integrations.views.proxy import proxy
 
 urlpatterns = [
     # The admin's login is the portal's: one page, one set of limits (before admin.site.urls,
@@ -15,6 +16,7 @@ urlpatterns = [
     path("login/", RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("metrics", metrics, name="metrics"),
+    path("proxy/v3/<path:path>", proxy, name="proxy"),
     path("favicon.ico", RedirectView.as_view(url=static("ccportal/favicon.svg"), permanent=True)),
     path("", include("integrations.urls")),
 ]

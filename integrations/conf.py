@@ -242,6 +242,20 @@ def call_log_days() -> int:
     return _positive_int("CC_CALL_LOG_DAYS")
 
 
+def proxy_max_wait(lane: str) -> float:
+    """``CC_PROXY_MAX_WAIT_INTERACTIVE`` / ``CC_PROXY_MAX_WAIT_BACKGROUND``: the longest a
+    proxied call of ``lane`` waits for its send slot before it is answered 429."""
+    name = (
+        "CC_PROXY_MAX_WAIT_BACKGROUND" if lane == "background" else "CC_PROXY_MAX_WAIT_INTERACTIVE"
+    )
+    return max(0.0, float(getattr(settings, name)))
+
+
+def proxy_max_body_bytes() -> int:
+    """``CC_PROXY_MAX_BODY_BYTES``: the largest request body the proxy forwards (413 past it)."""
+    return _positive_int("CC_PROXY_MAX_BODY_BYTES")
+
+
 def _positive_int(name: str) -> int:
     value = int(getattr(settings, name))
     if value < 1:

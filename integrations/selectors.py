@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Aggregate, Count, IntegerField, Q, QuerySet, Sum
+from django.db.models import Aggregate, Count, F, IntegerField, Q, QuerySet, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -173,7 +173,9 @@ class CallPage:
 
 
 def _calls() -> QuerySet[ApiCall]:
-    return ApiCall.objects.select_related("api_key", "account").order_by("-created_at", "-pk")
+    return ApiCall.objects.select_related("api_key", "account", "proxy_token").order_by(
+        "-created_at", "-pk"
+    )
 
 
 #: A loose index scan: the first value, then again and again the next one above it.
@@ -410,6 +412,29 @@ def key_calls_today_by_account(*, api_key: ApiKey, now: dt.datetime | None = Non
         {"account": accounts.get(r["account"]), "calls": r["calls"], "errors": r["errors"]}
         for r in rows
     ]
+
+
+def key_calls_today_by_proxy_token(
+    *, api_key: ApiKey, now: dt.datetime | None = None
+) -> list[dict]:
+    """Today's calls of ``api_key`` made through the proxy, per portal token, busiest first:
+    ``{"name", "calls", "errors"}`` (which application spends the key)."""
+    now = (now or timezone.now()).astimezone(dt.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return list(
+        ApiCall.objects.filter(
+            api_key=api_key,
+            kind=CallKind.API,
+            created_at__gte=midnight,
+            proxy_token__isnull=False,
+        )
+        .values(name=F("proxy_token__name"))
+        .annotate(
+            calls=Count("pk"),
+            errors=Count("pk", filter=Q(status_code__gte=400) | Q(status_code__isnull=True)),
+        )
+        .order_by("-calls", "name")
+    )
 
 
 class _NearestRank(Aggregate):

@@ -8,6 +8,8 @@
   quota service books calls against (per key, and each account's share of it); :class:`ApiCall` / :class:`DailyUsage` / :class:`HourlyUsage`, every attempt and its
   rollups per key and day and per key, account and hour.
 * :mod:`.jobs` — :class:`BulkJob`, a resumable list-membership sync.
+* :mod:`.proxy` — :class:`ProxyToken`, a revocable portal token an application calls CC
+  through the proxy with.
 * :mod:`.worker` — :class:`WorkerHeartbeat`, when each worker last took a task.
 * :mod:`.alerts` — :class:`AlertDestination`, :class:`AlertEvent`, :class:`AlertDelivery`:
   where alerts go, what happened, and each attempt to tell someone.
@@ -27,6 +29,7 @@ from integrations.models.alerts import (
 )
 from integrations.models.jobs import BulkJob, JobPhase, JobState, SyncMode, SyncStrategy
 from integrations.models.keys import ApiKey, Tier
+from integrations.models.proxy import PROXY_TOKEN_PREFIX, ProxyToken
 from integrations.models.usage import (
     AccountLimiterState,
     ApiCall,
@@ -39,6 +42,7 @@ from integrations.models.usage import (
 from integrations.models.worker import WorkerHeartbeat
 
 __all__ = [
+    "PROXY_TOKEN_PREFIX",
     "AccountHealth",
     "AccountLimiterState",
     "AccountStatus",
@@ -59,6 +63,7 @@ __all__ = [
     "JobState",
     "KeyLimiterState",
     "Lane",
+    "ProxyToken",
     "RefreshMode",
     "SyncMode",
     "SyncStrategy",

@@ -131,6 +131,14 @@ class ApiCall(models.Model):
     bulk_job = models.ForeignKey(
         "BulkJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
     )
+    proxy_token = models.ForeignKey(
+        "ProxyToken",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="calls",
+        help_text="The portal token of a call made through the proxy.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -146,6 +154,7 @@ class ApiCall(models.Model):
             models.Index(fields=["status_code", "-created_at", "-id"]),
             models.Index(fields=["lane", "-created_at", "-id"]),
             models.Index(fields=["bulk_job", "-created_at", "-id"]),
+            models.Index(fields=["proxy_token", "-created_at", "-id"]),
             models.Index(fields=["path_template", "-created_at", "-id"]),
         ]
 

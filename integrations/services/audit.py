@@ -24,6 +24,7 @@ from integrations.models import (
     DailyUsage,
     HourlyUsage,
     Lane,
+    ProxyToken,
 )
 
 #: How much of CC's error body a call keeps (the call's page shows all of it).
@@ -42,6 +43,11 @@ _current_job: contextvars.ContextVar[BulkJob | None] = contextvars.ContextVar(
 )
 
 
+_current_proxy_token: contextvars.ContextVar[ProxyToken | None] = contextvars.ContextVar(
+    "ccportal_proxy_token", default=None
+)
+
+
 @contextlib.contextmanager
 def calls_attributed_to(job: BulkJob) -> Iterator[None]:
     """Every call recorded inside this block is counted as ``job``'s."""
@@ -50,6 +56,16 @@ def calls_attributed_to(job: BulkJob) -> Iterator[None]:
         yield
     finally:
         _current_job.reset(token)
+
+
+@contextlib.contextmanager
+def calls_made_through(proxy_token: ProxyToken) -> Iterator[None]:
+    """Every call recorded inside this block was made through the proxy with ``proxy_token``."""
+    token = _current_proxy_token.set(proxy_token)
+    try:
+        yield
+    finally:
+        _current_proxy_token.reset(token)
 
 
 def api_call_record(
@@ -90,6 +106,7 @@ def api_call_record(
             attempt=attempt,
             lane=lane,
             bulk_job=_current_job.get(),
+            proxy_token=_current_proxy_token.get(),
             created_at=at,
         )
         day = at.astimezone(dt.UTC).date()

@@ -24,6 +24,7 @@ import logging
 import random
 import re
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -48,7 +49,7 @@ from integrations.constant_contact.errors import (
 from integrations.constant_contact.http import shared_session
 from integrations.constant_contact.limits import next_utc_midnight
 from integrations.errors import PortalError
-from integrations.models import ConnectedAccount, Lane
+from integrations.models import ApiCall, ConnectedAccount, Lane
 from integrations.services import quota
 from integrations.services.audit import api_call_record
 from integrations.services.tokens import access_token
@@ -150,6 +151,74 @@ def cc_call(
     text for CSV, None for 204. Raises a :class:`CCError` subclass, ``quota.QuotaExhausted``,
     ``quota.QuotaStoreUnavailable``, or the token service's errors.
     """
+    exchange = _exchange(
+        account=account,
+        method=method,
+        path=path,
+        lane=lane,
+        accept=accept,
+        content_type="application/json" if data is not None else None,
+        send={"params": params, "json": json, "files": files, "data": data},
+    )
+    if exchange.error is not None:
+        raise exchange.error
+    return _parse(exchange.response)
+
+
+def cc_forward(
+    *,
+    account: ConnectedAccount,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str | None,
+    accept: str,
+    lane: str,
+    max_wait: float,
+) -> Exchange:
+    """Send a request exactly as an application made it (the proxy's way out), and hand back
+    CC's answer unread, to be streamed: ``path`` keeps its query string, ``body`` and
+    ``content_type`` go as they are (JSON, a multipart file import). The call is booked,
+    authorised, retried and recorded as :func:`cc_call` does, except that a slot further away
+    than ``max_wait`` seconds is refused with ``quota.QuotaBusy`` and CC's errors are answered,
+    not raised: ``Exchange.error`` classifies them. Close ``Exchange.response`` when done.
+    """
+    return _exchange(
+        account=account,
+        method=method,
+        path=path,
+        lane=lane,
+        accept=accept,
+        content_type=content_type if body else None,
+        send={"data": body or None},
+        stream=True,
+        max_wait=max_wait,
+    )
+
+
+@dataclass
+class Exchange:
+    """CC's final answer to one request: the response, its error (None for 1xx-3xx), the
+    call-log entry of the attempt that got it and that attempt's booked slot."""
+
+    response: requests.Response
+    error: CCError | None
+    call: ApiCall
+    slot: quota.Reservation
+
+
+def _exchange(
+    *,
+    account: ConnectedAccount,
+    method: str,
+    path: str,
+    lane: str,
+    accept: str,
+    content_type: str | None,
+    send: dict[str, Any],
+    stream: bool = False,
+    max_wait: float | None = None,
+) -> Exchange:
     method = method.upper()
     lane = Lane.check(lane)
     path = api_path_check(path)
@@ -174,20 +243,18 @@ def cc_call(
         # booked slot and the send, or the call arrives late and crowds the next window.
         token = access_token(account=account)
         version = account.token_version
-        slot = quota.quota_acquire(api_key=api_key, lane=lane, account=account)
+        slot = quota.quota_acquire(api_key=api_key, lane=lane, account=account, max_wait=max_wait)
         waited_ms = int(slot.waited * 1000)
         started = time.monotonic()
         status: int | None = None
         error_key = ""
         headers = {"Authorization": f"Bearer {token}", "Accept": accept}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             connect_timeout, read_timeout = conf.api_timeouts()
             session = shared_session(connect_timeout=connect_timeout, read_timeout=read_timeout)
-            response = session.request(
-                method, url, params=params, json=json, files=files, data=data, headers=headers
-            )
+            response = session.request(method, url, headers=headers, stream=stream, **send)
         except requests.RequestException as exc:
             timed_out = isinstance(exc, requests.Timeout)
             error_key = NO_ANSWER_TIMEOUT if timed_out else NO_ANSWER_CONNECTION
@@ -203,7 +270,6 @@ def cc_call(
             ) from None
 
         status = response.status_code
-        body = _parse(response)
         error = (
             None
             if status < HTTPStatus.BAD_REQUEST
@@ -211,12 +277,12 @@ def cc_call(
                 status=status,
                 method=method,
                 path=template,
-                body=body,
+                body=_parse(response),  # an error body is small: read it to classify it
                 reset_at=next_utc_midnight(),
             )
         )
         error_key = error.error_key if error else ""
-        _record(
+        call = _record(
             account,
             method,
             template,
@@ -229,7 +295,7 @@ def cc_call(
             error_detail=_error_detail(error.body) if error else "",
         )
         if error is None:
-            return body
+            return Exchange(response, None, call, slot)
 
         if status == HTTPStatus.TOO_MANY_REQUESTS:
             if error_key == THROTTLED:
@@ -241,6 +307,7 @@ def cc_call(
                 quota.quota_pause(api_key=api_key, seconds=1.0)
                 quota.quota_widen_margin(api_key=api_key)
                 if attempt < MAX_ATTEMPTS:
+                    response.close()
                     continue
             elif isinstance(error, CCQuotaExceeded):
                 quota.quota_stop_until_next_day(api_key=api_key)
@@ -251,19 +318,21 @@ def cc_call(
                     time.time() + ACTIVITY_QUEUE_BACKOFF,
                     timeout=int(ACTIVITY_QUEUE_BACKOFF) + 5,
                 )
-            raise error
+            return Exchange(response, error, call, slot)
         if status == HTTPStatus.UNAUTHORIZED and not refreshed_after_401:
             refreshed_after_401 = True
             access_token(account=account, stale_version=version)
+            response.close()
             continue
         if (
             status >= HTTPStatus.INTERNAL_SERVER_ERROR
             and method in IDEMPOTENT
             and attempt < MAX_ATTEMPTS
         ):
+            response.close()
             time.sleep(_backoff(attempt))
             continue
-        raise error
+        return Exchange(response, error, call, slot)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -285,8 +354,8 @@ def _record(
     slot_wait_ms: int = 0,
     *,
     error_detail: str = "",
-) -> None:
-    api_call_record(
+) -> ApiCall:
+    return api_call_record(
         api_key=account.api_key,
         account=account,
         method=method,
@@ -323,9 +392,11 @@ def cc_client(*, account: ConnectedAccount, lane: str = Lane.INTERACTIVE) -> Con
 __all__ = [
     "CCError",
     "CCHTTPError",
+    "Exchange",
     "PathOutsideApi",
     "api_path_check",
     "cc_call",
     "cc_client",
+    "cc_forward",
     "path_template",
 ]

@@ -67,6 +67,7 @@ RESET_SPREAD_SECONDS = 1.0
 
 __all__ = [
     "AccountCapReached",
+    "QuotaBusy",
     "QuotaDeferred",
     "QuotaError",
     "QuotaExhausted",
@@ -202,6 +203,21 @@ class QuotaDeferred(QuotaError):
         #: The account's turn to come back with (``quota_reserve(ticket=)``), None without one.
         self.ticket = ticket
         super().__init__(f"Background calls yield this key for {wait:.3f} s; ask again then.")
+
+
+class QuotaBusy(QuotaError):
+    """The lane's next send slot on the key is further away than the caller will wait
+    (``quota_acquire(max_wait=)``). Nothing was booked; ``retry_after`` is the whole number of
+    seconds after which asking again is likely to be served."""
+
+    def __init__(self, *, client_id: str, lane: str, wait: float, max_wait: float) -> None:
+        self.wait = wait
+        self.max_wait = max_wait
+        self.retry_after = max(1, math.ceil(wait - max_wait))
+        super().__init__(
+            f"Key {client_id} is busy: the next {lane} slot is {wait:.1f} s away, more than the "
+            f"{max_wait:.0f} s a proxied call waits. Ask again in {self.retry_after} s."
+        )
 
 
 @dataclass(frozen=True)
@@ -395,6 +411,7 @@ def quota_acquire(
     lane: str = Lane.INTERACTIVE,
     account: ConnectedAccount | None = None,
     wait_for_reset: bool = False,
+    max_wait: float | None = None,
 ) -> Reservation:
     """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
 
@@ -403,13 +420,27 @@ def quota_acquire(
     interactive callers show it; background jobs wait for it by parking until ``retry_at``
     (freeing their worker). ``wait_for_reset=True`` instead sleeps here until the budget
     reopens and carries on. The reservation's ``waited`` is how long all this took.
+
+    ``max_wait`` (seconds) bounds the wait: when the slot would come later, nothing is booked
+    and :class:`QuotaBusy` says when to ask again. An interactive slot is always granted, so
+    the ledger is read first (a slot booked and then refused would push every later caller
+    back); a background call learns it from its deferral, which books nothing.
     """
     started = time.monotonic()
     ticket: float | None = None
     while True:
+        if max_wait is not None and not _is_background(lane):
+            _refuse_beyond(api_key, lane, max_wait - (time.monotonic() - started), max_wait)
         try:
             reservation = quota_reserve(api_key=api_key, lane=lane, account=account, ticket=ticket)
         except QuotaDeferred as deferred:
+            if max_wait is not None and time.monotonic() - started + deferred.wait > max_wait:
+                raise QuotaBusy(
+                    client_id=api_key.client_id,
+                    lane=lane,
+                    wait=time.monotonic() - started + deferred.wait,
+                    max_wait=max_wait,
+                ) from None
             ticket = deferred.ticket
             time.sleep(deferred.wait)
             continue
@@ -422,6 +453,17 @@ def quota_acquire(
             continue
         quota_wait(reservation)
         return dataclasses.replace(reservation, waited=time.monotonic() - started)
+
+
+def _refuse_beyond(api_key: ApiKey, lane: str, left: float, max_wait: float) -> None:
+    """:class:`QuotaBusy` when ``api_key``'s next slot (or the end of its pause) is more than
+    ``left`` seconds away."""
+    ledger, now = quota_store().read(key_quota(api_key))
+    ahead = max(ledger.next_slot_at, ledger.paused_until) - now
+    if ahead > left:
+        raise QuotaBusy(
+            client_id=api_key.client_id, lane=lane, wait=ahead + max_wait - left, max_wait=max_wait
+        )
 
 
 def quota_pause(*, api_key: ApiKey, seconds: float = 1.0) -> dt.datetime:

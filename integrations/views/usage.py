@@ -58,6 +58,7 @@ def key_panel_context(api_key: ApiKey, *, now: dt.datetime | None = None) -> dic
             chart_id=f"{chart_id}-days",
         ),
         **_by_account(api_key, now=now),
+        "by_token": selectors.key_calls_today_by_proxy_token(api_key=api_key, now=now),
         "attention": selectors.accounts_needing_attention(api_key=api_key, now=now),
         "jobs": list(selectors.jobs_in_progress(api_key=api_key)[:10]),
         "refresh_seconds": REFRESH_SECONDS,
