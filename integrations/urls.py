@@ -1,6 +1,6 @@
 from django.urls import path
 
-from integrations.views import accounts, alerts, calls, dashboard, jobs, usage
+from integrations.views import accounts, alerts, calls, dashboard, jobs, tokens, usage
 
 app_name = "integrations"
 
@@ -30,6 +30,9 @@ urlpatterns = [
     path("calls/", calls.call_log, name="call_log"),
     path("calls/export.csv", calls.call_export, name="call_export"),
     path("calls/<int:pk>/", calls.call_detail, name="call_detail"),
+    path("tokens/", tokens.token_list, name="token_list"),
+    path("tokens/create/", tokens.token_create, name="token_create"),
+    path("tokens/<str:name>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("alerts/", alerts.alert_list, name="alert_list"),
     path("alerts/add/", alerts.alert_add, name="alert_add"),
     path("alerts/<int:pk>/remove/", alerts.alert_remove, name="alert_remove"),
