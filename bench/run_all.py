@@ -25,11 +25,13 @@ BENCHMARKS = [
     ("compressed day", "bench_compressed_day.py", []),
     ("bulk list sync", "bench_bulk_sync.py", []),
     ("dashboard and call log, 1,000,000 calls", "bench_dashboard.py", []),
+    ("the proxy: 8 clients, two gunicorn hosts", "bench_proxy.py", []),
 ]
 QUICK = {
     "bench_utilisation.py": ["--seconds", "10"],
     "bench_quota_overhead.py": ["--seconds", "2", "--cc-seconds", "5"],
     "bench_fair_share.py": ["--seconds", "15"],
+    "bench_proxy.py": ["--seconds", "15", "--samples", "20"],
 }
 
 
