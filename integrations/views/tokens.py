@@ -83,9 +83,9 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @portal_permission_required(MANAGE_KEYS)
 @require_POST
-def token_revoke(request: HttpRequest, name: str) -> HttpResponse:
+def token_revoke(request: HttpRequest, token_name: str) -> HttpResponse:
     try:
-        revoked = proxy_tokens.proxy_token_revoke(name=name)
+        revoked = proxy_tokens.proxy_token_revoke(name=token_name)
     except SERVICE_ERRORS as exc:
         messages.error(request, str(exc))
     else:

@@ -67,6 +67,9 @@ REQUIRED = {
     "alert_add": MANAGE_KEYS,
     "alert_remove": MANAGE_KEYS,
     "alert_test": MANAGE_KEYS,
+    "token_list": MANAGE_KEYS,
+    "token_create": MANAGE_KEYS,
+    "token_revoke": MANAGE_KEYS,
 }
 #: Pages no login opens, and what guards them instead.
 UNGUARDED = {"metrics": "a bearer token (CC_METRICS_TOKEN)"}
@@ -86,6 +89,8 @@ POSTS = [
     ("alert_add", {}),
     ("alert_remove", {}),
     ("alert_test", {}),
+    ("token_create", {}),
+    ("token_revoke", {"token_name": "cron"}),
 ]
 
 LOGINS = {
@@ -156,7 +161,9 @@ def _url(name: str, world: dict, **given: str) -> str:
 
 def _requests(world: dict) -> list[tuple[str, str, str]]:
     """(method, URL name, path) for every page: a GET each, and the POSTs of the forms."""
-    gets = [("GET", name, _url(name, world, action="cancel")) for name in GUARDED]
+    gets = [
+        ("GET", name, _url(name, world, action="cancel", token_name="cron")) for name in GUARDED
+    ]
     posts = [("POST", name, _url(name, world, **given)) for name, given in POSTS]
     return gets + posts
 
