@@ -45,8 +45,10 @@ class KeyLimiterState(models.Model):
 
 
 class AccountLimiterState(models.Model):
-    """One account's part of its key's ledger (see ``services.quota_stores.rules``): its clock
-    in the key's fair share of background slots, and its calls booked today for its cap.
+    """One flow of an account in its key's ledger (see ``services.quota_stores.rules``): the
+    account's calls through one door (``token``: the portal token of the proxy they come
+    through, 0 for the portal's own calls), with its clock in the key's fair share of
+    background slots and its calls booked today for the account's cap.
 
     The clock counts turns, one per background call: ``anchor_turn`` at ``anchor_at`` (epoch
     seconds), then ``rate`` turns per second; ``next_turn`` is the turn the account's next new
@@ -56,6 +58,11 @@ class AccountLimiterState(models.Model):
 
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="account_limiters")
     account = models.ForeignKey(ConnectedAccount, on_delete=models.CASCADE, related_name="limiters")
+    # A number, not a foreign key: 0 stands for the portal itself, and a revoked token's
+    # flow simply falls idle.
+    token = models.PositiveBigIntegerField(
+        default=0, help_text="The portal token the calls come through; 0 for the portal's own."
+    )
     active_until = models.FloatField(default=0.0)
     anchor_at = models.FloatField(default=0.0)
     anchor_turn = models.FloatField(default=0.0)
@@ -70,14 +77,15 @@ class AccountLimiterState(models.Model):
         verbose_name = "account limiter state"
         constraints = [
             models.UniqueConstraint(
-                fields=["api_key", "account"], name="account_limiter_unique_per_key"
+                fields=["api_key", "account", "token"], name="account_flow_unique_per_key"
             )
         ]
         # Each fair booking sums the weight of the key's accounts active now.
         indexes = [models.Index(fields=["api_key", "active_until"])]
 
     def __str__(self) -> str:
-        return f"ledger of account {self.account_id} on key {self.api_key_id}"
+        through = f" through token {self.token}" if self.token else ""
+        return f"ledger of account {self.account_id}{through} on key {self.api_key_id}"
 
 
 class CallKind(models.TextChoices):

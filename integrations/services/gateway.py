@@ -175,13 +175,15 @@ def cc_forward(
     accept: str,
     lane: str,
     max_wait: float,
+    proxy_token_id: int = 0,
 ) -> Exchange:
     """Send a request exactly as an application made it (the proxy's way out), and hand back
     CC's answer unread, to be streamed: ``path`` keeps its query string, ``body`` and
     ``content_type`` go as they are (JSON, a multipart file import). The call is booked,
     authorised, retried and recorded as :func:`cc_call` does, except that a slot further away
     than ``max_wait`` seconds is refused with ``quota.QuotaBusy`` and CC's errors are answered,
-    not raised: ``Exchange.error`` classifies them. Close ``Exchange.response`` when done.
+    not raised: ``Exchange.error`` classifies them. ``proxy_token_id`` books the slot in the
+    token's part of the account's share. Close ``Exchange.response`` when done.
     """
     return _exchange(
         account=account,
@@ -193,6 +195,7 @@ def cc_forward(
         send={"data": body or None},
         stream=True,
         max_wait=max_wait,
+        proxy_token_id=proxy_token_id,
     )
 
 
@@ -218,6 +221,7 @@ def _exchange(
     send: dict[str, Any],
     stream: bool = False,
     max_wait: float | None = None,
+    proxy_token_id: int = 0,
 ) -> Exchange:
     method = method.upper()
     lane = Lane.check(lane)
@@ -243,7 +247,13 @@ def _exchange(
         # booked slot and the send, or the call arrives late and crowds the next window.
         token = access_token(account=account)
         version = account.token_version
-        slot = quota.quota_acquire(api_key=api_key, lane=lane, account=account, max_wait=max_wait)
+        slot = quota.quota_acquire(
+            api_key=api_key,
+            lane=lane,
+            account=account,
+            max_wait=max_wait,
+            proxy_token_id=proxy_token_id,
+        )
         waited_ms = int(slot.waited * 1000)
         started = time.monotonic()
         status: int | None = None

@@ -149,6 +149,7 @@ def proxy_forward(
                 accept=accept or "*/*",
                 lane=lane,
                 max_wait=conf.proxy_max_wait(lane),
+                proxy_token_id=token.pk,
             )
     except AccountNotConnected as exc:
         raise AccountNeedsReconnect(str(exc), account=account) from None

@@ -337,14 +337,20 @@ def account_cap(account: ConnectedAccount, quota: KeyQuota) -> int | None:
 
 
 def account_share(
-    account: ConnectedAccount, quota: KeyQuota, *, ticket: float | None = None
+    account: ConnectedAccount,
+    quota: KeyQuota,
+    *,
+    ticket: float | None = None,
+    proxy_token_id: int = 0,
 ) -> AccountShare:
-    """What the store books ``account``'s call with: its weight, cap and ticket."""
+    """What the store books ``account``'s call with: its weight, cap, ticket and flow (the
+    portal token the call came through, 0 for the portal's own calls)."""
     return AccountShare(
         account_id=account.pk,
         weight=float(_account_policy(account).weight),
         cap=account_cap(account, quota),
         ticket=ticket,
+        token_id=proxy_token_id,
     )
 
 
@@ -354,6 +360,7 @@ def quota_reserve(
     lane: str = Lane.INTERACTIVE,
     account: ConnectedAccount | None = None,
     ticket: float | None = None,
+    proxy_token_id: int = 0,
 ) -> Reservation:
     """Book the next send slot and one unit of today's budget for ``api_key``.
 
@@ -365,13 +372,19 @@ def quota_reserve(
     An interactive call always gets the next slot. A background call only gets a slot that
     starts within the background horizon and, booked for ``account``, only when it is that
     account's turn in the key's fair share; otherwise :class:`QuotaDeferred` gives it a turn,
-    the moment to ask again, with its ``ticket`` as ``ticket=``. An account past its daily cap gets
+    the moment to ask again, with its ``ticket`` as ``ticket=``. ``proxy_token_id`` names the
+    portal token a proxied call came through: each token's calls take an even part of their
+    account's share (see ``quota_stores.rules``). An account past its daily cap gets
     :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store cannot be
     reached.
     """
     background = _is_background(lane)
     quota = key_quota(api_key)
-    share = account_share(account, quota, ticket=ticket) if account is not None else None
+    share = (
+        account_share(account, quota, ticket=ticket, proxy_token_id=proxy_token_id)
+        if account is not None
+        else None
+    )
     booking = quota_store().reserve(quota, background=background, share=share)
     if booking.outcome is Outcome.GRANTED:
         return Reservation(
@@ -412,6 +425,7 @@ def quota_acquire(
     account: ConnectedAccount | None = None,
     wait_for_reset: bool = False,
     max_wait: float | None = None,
+    proxy_token_id: int = 0,
 ) -> Reservation:
     """Reserve a slot (see :func:`quota_reserve`) and sleep until it; then send at once.
 
@@ -432,7 +446,13 @@ def quota_acquire(
         if max_wait is not None and not _is_background(lane):
             _refuse_beyond(api_key, lane, max_wait - (time.monotonic() - started), max_wait)
         try:
-            reservation = quota_reserve(api_key=api_key, lane=lane, account=account, ticket=ticket)
+            reservation = quota_reserve(
+                api_key=api_key,
+                lane=lane,
+                account=account,
+                ticket=ticket,
+                proxy_token_id=proxy_token_id,
+            )
         except QuotaDeferred as deferred:
             if max_wait is not None and time.monotonic() - started + deferred.wait > max_wait:
                 raise QuotaBusy(

@@ -39,11 +39,11 @@ class QuotaStore(ABC):
 
     ``reserve(quota, background=, now=, share=)``
         Applies :func:`.rules.book_call` and returns its :class:`~.rules.Booking`. ``share``
-        names the account booked for (its weight, cap and ticket); the store reads that
-        account's :class:`~.rules.AccountLedger` and the summed weight of the key's other
-        active accounts in the same step. A GRANTED answer writes the slot, one unit of the
-        day's budget and one of the account's count together, or nothing; a DEFERRED one only
-        moves the lines.
+        names the account booked for (its weight, cap, ticket and flow); the store reads the
+        :class:`~.rules.AccountLedger` of that flow and of the account's other flows, and the
+        summed weight of the key's other active accounts, in the same step. A GRANTED answer
+        writes the slot, one unit of the day's budget and one of the flow's count together, or
+        nothing; a DEFERRED one only moves the lines.
 
     ``reserve_token_slot(quota, now=)``
         Applies :func:`.rules.book_token_slot`: always GRANTED, never touches the day's budget.
@@ -65,8 +65,8 @@ class QuotaStore(ABC):
         Returns ``(ledger, now)``: the ledger rolled into the current day, without writing.
 
     ``read_accounts(quota, now=)``
-        Returns ``({account_id: AccountLedger}, now)``: every account's part, rolled into the
-        current day, without writing.
+        Returns ``({account_id: AccountLedger}, now)``: every account's part (its flows as one,
+        :func:`.rules.account_view`), rolled into the current day, without writing.
     """
 
     @abstractmethod

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -62,30 +62,33 @@ _UPDATE = (
 # (waits are measured from it), never send early.
 _PG_CLOCK = ", extract(epoch FROM clock_timestamp())::float8"
 
-# The account's side of a booking: its line and day count, next to the key's row.
+# The account's side of a booking: the lines and day counts of its flows (one per portal token,
+# 0 for the portal's own calls), next to the key's row.
 _ACCOUNT_TABLE = AccountLimiterState._meta.db_table
 _ACCOUNT_COLUMNS = tuple(field.name for field in dataclasses.fields(AccountLedger))
-_ACCOUNT_SELECT = (
-    f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT_TABLE} "  # noqa: S608
+_FLOWS_SELECT = (
+    f"SELECT token, {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT_TABLE} "  # noqa: S608
     "WHERE api_key_id = %s AND account_id = %s"
 )
 _ACCOUNTS_SELECT = (
     f"SELECT account_id, {', '.join(_ACCOUNT_COLUMNS)} FROM {_ACCOUNT_TABLE} "  # noqa: S608
-    "WHERE api_key_id = %s"
+    "WHERE api_key_id = %s ORDER BY account_id"
 )
+# Each other active account once, at its weight, however many of its flows are active.
 _ACCOUNT_OTHERS_WEIGHT = (
-    f"SELECT COALESCE(SUM(weight), 0) FROM {_ACCOUNT_TABLE} "  # noqa: S608
-    "WHERE api_key_id = %s AND active_until > %s AND account_id <> %s"
+    "SELECT COALESCE(SUM(w), 0) FROM ("  # noqa: S608
+    f"SELECT MAX(weight) AS w FROM {_ACCOUNT_TABLE} "
+    "WHERE api_key_id = %s AND active_until > %s AND account_id <> %s GROUP BY account_id) o"
 )
 _ACCOUNT_UPSERT = (
-    f"INSERT INTO {_ACCOUNT_TABLE} (api_key_id, account_id, "  # noqa: S608
-    f"{', '.join(_ACCOUNT_COLUMNS)}, updated_at) VALUES (%s, %s, "
+    f"INSERT INTO {_ACCOUNT_TABLE} (api_key_id, account_id, token, "  # noqa: S608
+    f"{', '.join(_ACCOUNT_COLUMNS)}, updated_at) VALUES (%s, %s, %s, "
     f"{', '.join('%s' for _ in _ACCOUNT_COLUMNS)}, %s) "
-    f"ON CONFLICT (api_key_id, account_id) DO UPDATE SET "
+    f"ON CONFLICT (api_key_id, account_id, token) DO UPDATE SET "
     f"{', '.join(f'{c} = excluded.{c}' for c in _ACCOUNT_COLUMNS)}, updated_at = excluded.updated_at"
 )
 
-# On PostgreSQL a reservation is one call of ccportal_quota_book (created by migration 0013:
+# On PostgreSQL a reservation is one call of ccportal_quota_book (migration 0015:
 # rules.book_call in PL/pgSQL), so the key's row lock is held only while the server runs it
 # (a lock held across client round trips queues every process behind the slowest). Keep it in
 # step with rules.book_call and the Lua in redis.py; the store suite holds all three to the
@@ -98,7 +101,7 @@ _ACCOUNT_UPSERT = (
 # is asked for only when the booking is its own transaction.
 _PG_RESERVE = (
     "SELECT outcome, now, at, day, day_count, ticket FROM ccportal_quota_book("
-    "%(id)s, %(account)s, %(weight)s, %(cap)s, %(ticket)s, %(now)s, %(margin)s, "
+    "%(id)s, %(account)s, %(token)s, %(weight)s, %(cap)s, %(ticket)s, %(now)s, %(margin)s, "
     "%(per_second)s, %(guard)s, %(budget)s, %(background)s, %(horizon)s, %(fair)s, %(async)s)"
 )
 
@@ -141,8 +144,9 @@ class DatabaseStore(QuotaStore):
             )
         with self._locked(quota, now) as (cursor, ledger, at):
             account = others = None
+            siblings: list[AccountLedger] = []
             if share is not None:
-                account = self._select_account(cursor, quota.ledger_id, share.account_id)
+                account, siblings = self._select_flows(cursor, quota.ledger_id, share)
                 others = self._others_weight(cursor, quota, share, at, background=background)
             changed, account_changed, booking = rules.book_call(
                 ledger,
@@ -152,11 +156,12 @@ class DatabaseStore(QuotaStore):
                 share=share,
                 account=account,
                 others_weight=others or 0.0,
+                siblings=siblings,
             )
             if changed is not None:
                 self._write(cursor, quota.ledger_id, changed)
             if share is not None and account_changed is not None:
-                self._write_account(cursor, quota.ledger_id, share.account_id, account_changed)
+                self._write_account(cursor, quota.ledger_id, share, account_changed)
             return booking
 
     def reserve_token_slot(self, quota: KeyQuota, *, now: float | None = None) -> Booking:
@@ -218,7 +223,10 @@ class DatabaseStore(QuotaStore):
         except Error as exc:
             raise _unavailable(exc, self.using) from exc
         day = max(ledger.day, rules.day_number(at - quota.day_guard))
-        return {row[0]: rules.account_rolled(_account_ledger(row[1:]), day) for row in rows}, at
+        flows: dict[int, list[AccountLedger]] = {}
+        for row in rows:
+            flows.setdefault(row[0], []).append(_account_ledger(row[1:]))
+        return {account: rules.account_view(its, day) for account, its in flows.items()}, at
 
     # --- PostgreSQL: a reservation in one statement -------------------------------------------
 
@@ -234,6 +242,7 @@ class DatabaseStore(QuotaStore):
         params = {
             "id": quota.ledger_id,
             "account": share.account_id if share else None,
+            "token": share.token_id if share else 0,
             "weight": float(share.weight) if share else 1.0,
             "cap": share.cap if share else None,
             "ticket": share.ticket if share else None,
@@ -338,10 +347,18 @@ class DatabaseStore(QuotaStore):
             _UPDATE, [*(values[c] for c in _COLUMNS), self._timestamp(cursor), ledger_id]
         )
 
-    def _select_account(self, cursor: Any, ledger_id: int, account_id: int) -> AccountLedger:
-        cursor.execute(_ACCOUNT_SELECT, [ledger_id, account_id])
-        row = cursor.fetchone()
-        return AccountLedger() if row is None else _account_ledger(row)
+    def _select_flows(
+        self, cursor: Any, ledger_id: int, share: AccountShare
+    ) -> tuple[AccountLedger, list[AccountLedger]]:
+        """The ledger of the share's flow and those of the account's other flows."""
+        cursor.execute(_FLOWS_SELECT, [ledger_id, share.account_id])
+        mine, siblings = AccountLedger(), []
+        for token, *values in cursor.fetchall():
+            if token == share.token_id:
+                mine = _account_ledger(values)
+            else:
+                siblings.append(_account_ledger(values))
+        return mine, siblings
 
     def _others_weight(
         self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float, *, background: bool
@@ -352,7 +369,7 @@ class DatabaseStore(QuotaStore):
         return float(cursor.fetchone()[0])
 
     def _write_account(
-        self, cursor: Any, ledger_id: int, account_id: int, account: AccountLedger
+        self, cursor: Any, ledger_id: int, share: AccountShare, account: AccountLedger
     ) -> None:
         day = rules.day_date(account.day) if account.day else None
         values = {**dataclasses.asdict(account), "day": cursor.db.ops.adapt_datefield_value(day)}
@@ -360,7 +377,8 @@ class DatabaseStore(QuotaStore):
             _ACCOUNT_UPSERT,
             [
                 ledger_id,
-                account_id,
+                share.account_id,
+                share.token_id,
                 *(values[c] for c in _ACCOUNT_COLUMNS),
                 self._timestamp(cursor),
             ],
@@ -403,7 +421,7 @@ class _HostLock:
         return self._files[key]
 
 
-def _account_ledger(row: tuple[Any, ...]) -> AccountLedger:
+def _account_ledger(row: Sequence[Any]) -> AccountLedger:
     values = dict(zip(_ACCOUNT_COLUMNS, row, strict=True))
     day = values.pop("day")
     if isinstance(day, str):  # SQLite hands dates back as ISO text

@@ -59,11 +59,13 @@ local function save()
 end
 """
 
-# rules.book_call. KEYS: the key's hash, its accounts' hash (field <id>: the AccountLedger
-# fields in order, space-separated; field <id>:w: the weight alone, for summing) and the sorted
-# set of its accounts by active_until. ARGV: now, per_second, budget, background (1/0),
-# horizon, day_guard, margin, account ('' for none), weight, cap ('' for none), ticket (''
-# for none), fair (1/0), tolerance.
+# rules.book_call. KEYS: the key's hash, its accounts' hash and the sorted set of its flows by
+# active_until. A flow is named by its account (the portal's own calls) or
+# ``<account>/<token>``; in the accounts' hash, field <flow> holds the AccountLedger fields in
+# order, space-separated, <flow>:w the weight alone (for summing) and <account>:t the account's
+# tokens with a flow, space-separated. ARGV: now, per_second, budget, background (1/0), horizon,
+# day_guard, margin, account ('' for none), weight, cap ('' for none), ticket ('' for none),
+# fair (1/0), tolerance, token (0 for none).
 _RESERVE = (
     _PRELUDE
     + """
@@ -72,7 +74,7 @@ local background, horizon = ARGV[4] == '1', tonumber(ARGV[5])
 local guard, floor_margin = tonumber(ARGV[6]), tonumber(ARGV[7])
 local account, weight = ARGV[8], tonumber(ARGV[9])
 local cap, ticket, fair = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1'
-local tolerance = tonumber(ARGV[13])
+local tolerance, token = tonumber(ARGV[13]), ARGV[14]
 local accounts, lines = KEYS[2], KEYS[3]
 local spacing = (1.0 + math.max(L.margin, floor_margin)) / per_second
 local slot = math.max(now, L.next_slot_at, L.paused_until)
@@ -93,27 +95,49 @@ if straddles and L.next_day_count >= budget then
 end
 local ACCOUNT = {'active_until', 'anchor_at', 'anchor_turn', 'rate', 'next_turn', 'weight',
                  'day', 'day_count'}
-local A = nil
-if account ~= '' then
-  A = {}
-  for _, name in ipairs(ACCOUNT) do A[name] = 0 end
-  local raw = redis.call('HGET', accounts, account)
+local function flow_of(t)
+  if t == '0' then return account end
+  return account .. '/' .. t
+end
+local function parse(raw)
+  local F = {}
+  for _, name in ipairs(ACCOUNT) do F[name] = 0 end
   if raw then
     local i = 1
-    for value in string.gmatch(raw, '%S+') do A[ACCOUNT[i]] = tonumber(value); i = i + 1 end
+    for value in string.gmatch(raw, '%S+') do F[ACCOUNT[i]] = tonumber(value); i = i + 1 end
   end
+  return F
+end
+local A, flow, tokens, sib_count, sib_active = nil, nil, nil, 0, 0
+if account ~= '' then
+  flow = flow_of(token)
+  local raw = redis.call('HGET', accounts, flow)
+  A = parse(raw)
   if first_day > A.day then A.day = first_day; A.day_count = 0 end
-  if cap and A.day_count >= cap then
+  tokens = redis.call('HGET', accounts, account .. ':t') or ''
+  local listed = token == '0'
+  for t in string.gmatch('0 ' .. tokens, '%S+') do
+    if t == token then
+      listed = true
+    else
+      local S = parse(redis.call('HGET', accounts, flow_of(t)))
+      if S.day >= first_day then sib_count = sib_count + S.day_count end
+      if S.active_until > now then sib_active = sib_active + 1 end
+    end
+  end
+  if not listed then tokens = tokens .. ' ' .. token end
+  if cap and A.day_count + sib_count >= cap then
     return {'capped', num(now), num((first_day + 1) * DAY + guard), num(first_day),
-            num(A.day_count), ''}
+            num(A.day_count + sib_count), ''}
   end
 end
 local function save_account()
   A.weight = weight
   local values = {}
   for _, name in ipairs(ACCOUNT) do values[#values + 1] = num(A[name]) end
-  redis.call('HSET', accounts, account, table.concat(values, ' '), account .. ':w', num(weight))
-  redis.call('ZADD', lines, num(A.active_until), account)
+  redis.call('HSET', accounts, flow, table.concat(values, ' '), flow .. ':w', num(weight),
+             account .. ':t', tokens)
+  redis.call('ZADD', lines, num(A.active_until), flow)
 end
 local function take_slot()
   L.next_slot_at = slot + spacing
@@ -123,14 +147,19 @@ local function take_slot()
 end
 if background and A and fair then
   redis.call('ZREMRANGEBYSCORE', lines, '-inf', num(now))
-  local others = 0
+  -- Each other active account once, at the weight of its heaviest active flow.
+  local heaviest = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', lines, '(' .. num(now), '+inf')) do
-    if id ~= account then
-      others = others + (tonumber(redis.call('HGET', accounts, id .. ':w')) or 1)
+    local owner = string.match(id, '^[^/]+')
+    if owner ~= account then
+      local w = tonumber(redis.call('HGET', accounts, id .. ':w')) or 1
+      heaviest[owner] = math.max(heaviest[owner] or 0, w)
     end
   end
+  local others = 0
+  for _, w in pairs(heaviest) do others = others + w end
   local clock = A.anchor_turn + math.max(0, now - A.anchor_at) * A.rate
-  local rate = weight / (spacing * (weight + others))
+  local rate = (weight / (1 + sib_active)) / (spacing * (weight + others))
   local reach = clock + horizon * rate
   local next_turn = math.max(A.next_turn, clock)
   local idle = L.next_slot_at + spacing <= now
@@ -324,6 +353,7 @@ class RedisStore(QuotaStore):
             share.ticket if share and share.ticket is not None else "",
             int(quota.fair_share),
             rules.TURN_TOLERANCE,
+            share.token_id if share else 0,
             keys=[key, f"{key}:accounts", f"{key}:lines"],
         )
         return _booking(answer)
@@ -334,14 +364,15 @@ class RedisStore(QuotaStore):
         ledger, at = self.read(quota, now=now)
         raw = self._run("read_accounts", quota, now, keys=[f"{self.key(quota)}:accounts"])
         day = max(ledger.day, rules.day_number(at - quota.day_guard))
-        accounts = {}
+        flows: dict[int, list[AccountLedger]] = {}
         for field, value in zip(raw[::2], raw[1::2], strict=True):
-            if field.endswith(":w"):
+            if ":" in field:  # a weight or an account's list of tokens
                 continue
             values = dict(zip(_ACCOUNT_FIELDS, (float(x) for x in value.split()), strict=True))
             values["day"], values["day_count"] = int(values["day"]), int(values["day_count"])
-            accounts[int(field)] = rules.account_rolled(AccountLedger(**values), day)
-        return accounts, at
+            account = int(field.partition("/")[0])
+            flows.setdefault(account, []).append(AccountLedger(**values))
+        return {account: rules.account_view(its, day) for account, its in flows.items()}, at
 
     def reserve_token_slot(self, quota: KeyQuota, *, now: float | None = None) -> Booking:
         return _booking(self._run("token_slot", quota, now, quota.token_spacing))

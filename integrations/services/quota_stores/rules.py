@@ -55,9 +55,20 @@ caller whose turn has come but whose slot went to another waits in the key's bac
 one account on the key ``W = w``, the clock runs at one turn per spacing and bookings are as
 without accounts. Interactive calls ignore the clocks and keep their priority and reserve.
 
+Flows within an account. An account's calls reach the key through several doors: the portal's
+own code (jobs, views, the service layer) and each portal token of the proxy. Each door is a
+*flow* of the account with a clock of its own, and the account's share is split evenly between
+its active flows: a flow's clock runs at ``w / ((1 + s) * spacing * W)``, ``s`` being the
+number of the account's other flows active now and ``W`` counting each active account's weight
+once, whatever its number of flows. So one app calling through a token in a tight loop cannot
+take the slots of another app on the same account, nor of the account's own bulk jobs; and an
+account cannot win a larger share of the key by spreading its calls over several tokens. With
+one flow per account this is the account's clock above.
+
 Account caps. An account may have a daily cap (calls); its count for the key's current day is
-kept with its clock and written in the same atomic step as the key's. A booking that would pass
-it is refused with ``CAPPED`` in both lanes until the day reopens, like a spent key.
+kept with its flows' clocks and written in the same atomic step as the key's. The cap counts
+every flow of the account. A booking that would pass it is refused with ``CAPPED`` in both lanes
+until the day reopens, like a spent key.
 """
 
 from __future__ import annotations
@@ -65,6 +76,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -117,17 +129,20 @@ class Ledger:
 @dataclass(frozen=True)
 class AccountShare:
     """The account a call is booked for, as the service asks: its weight, its daily cap (calls,
-    None for none), and the ticket of a caller back at its turn (None for a new call)."""
+    None for none), the ticket of a caller back at its turn (None for a new call), and the
+    flow the call belongs to (the portal token it came through; 0 for the portal's own)."""
 
     account_id: int
     weight: float = 1.0
     cap: int | None = None
     ticket: float | None = None
+    token_id: int = 0
 
 
 @dataclass(frozen=True)
 class AccountLedger:
-    """One account's line and day count on one key. ``day`` 0: nothing counted yet.
+    """One flow's line and day count on one key (an account's calls through one door; see the
+    module's docstring). ``day`` 0: nothing counted yet.
 
     Its clock counts turns (one per background call): ``anchor_turn`` at ``anchor_at``, then
     ``rate`` turns per second. ``next_turn`` is the turn its next new call gets. The account is
@@ -213,12 +228,14 @@ def book_call(
     share: AccountShare | None = None,
     account: AccountLedger | None = None,
     others_weight: float = 0.0,
+    siblings: Sequence[AccountLedger] = (),
 ) -> tuple[Ledger | None, AccountLedger | None, Booking]:
     """Book the next slot and one unit of the day's budget, or say why not.
 
     ``share`` names the account booked for (None: the key alone, first come first served);
-    ``account`` is its ledger on this key and ``others_weight`` the summed weight of the other
-    accounts active on the key at ``now``. Returns the new key ledger and account ledger (None
+    ``account`` is the ledger of its flow on this key (``share.token_id``), ``siblings`` those
+    of the account's other flows, and ``others_weight`` the summed weight of the other accounts
+    active on the key at ``now`` (each once). Returns the new key ledger and flow ledger (None
     when unchanged) and the answer. Never counts past the lane's budget or the account's cap;
     never grants a slot closer than one spacing to the previous one. A deferral books no slot
     and no budget; it only moves the lines on.
@@ -262,12 +279,16 @@ def book_call(
             ),
         )
     mine = account_rolled(account or AccountLedger(), first_day) if share else None
-    if share and mine and share.cap is not None and mine.day_count >= share.cap:
-        return (
-            None,
-            None,
-            Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, mine.day_count),
+    if share and mine and share.cap is not None:
+        spent = mine.day_count + sum(
+            account_rolled(sibling, first_day).day_count for sibling in siblings
         )
+        if spent >= share.cap:
+            return (
+                None,
+                None,
+                Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, spent),
+            )
     if background and share and mine and quota.fair_share:
         return _book_fair(
             current,
@@ -280,6 +301,7 @@ def book_call(
             first_day=first_day,
             straddles=straddles,
             others_weight=others_weight,
+            active_siblings=sum(1 for sibling in siblings if sibling.active_until > now),
         )
     if background and slot > now + quota.horizon:
         turn = max(slot - quota.horizon, current.background_line_at)
@@ -306,13 +328,18 @@ def _book_fair(
     first_day: int,
     straddles: bool,
     others_weight: float,
+    active_siblings: int,
 ) -> tuple[Ledger | None, AccountLedger | None, Booking]:
-    """A background booking for an account: its line decides (see the module's docstring)."""
+    """A background booking for an account's flow: its line decides (see the module's
+    docstring)."""
     horizon = quota.horizon
-    # The account's clock: turns (one per call) pass at ``rate`` per second since the anchor;
-    # re-anchored now at the rate the key's active weight gives it from now on.
+    # The flow's clock: turns (one per call) pass at ``rate`` per second since the anchor;
+    # re-anchored now at the rate the key's active weight and the account's active flows give
+    # it from now on.
     clock = mine.anchor_turn + max(0.0, now - mine.anchor_at) * mine.rate
-    rate = share.weight / (spacing * (share.weight + max(others_weight, 0.0)))
+    rate = (share.weight / (1 + active_siblings)) / (
+        spacing * (share.weight + max(others_weight, 0.0))
+    )
     reach = clock + horizon * rate  # the turns whose time is within the horizon
     next_turn = max(mine.next_turn, clock)  # an idle account saves up no turns
     idle_key = current.next_slot_at + spacing <= now  # a slot went by unclaimed
@@ -382,10 +409,25 @@ def _take_slot(current: Ledger, *, slot: float, spacing: float, straddles: bool)
 
 
 def account_rolled(account: AccountLedger, day: int) -> AccountLedger:
-    """The account's ledger with ``day`` as its current day (its count restarts each day)."""
+    """The flow's ledger with ``day`` as its current day (its count restarts each day)."""
     if day <= account.day:
         return account
     return dataclasses.replace(account, day=day, day_count=0)
+
+
+def account_view(flows: Iterable[AccountLedger], day: int) -> AccountLedger:
+    """An account's flows on a key as one ledger for reporting, as of ``day``: the calls of all
+    its flows that day, active while any flow is, its clock fields those of its busiest flow."""
+    rolled_flows = [account_rolled(flow, day) for flow in flows]
+    if not rolled_flows:
+        return AccountLedger(day=day)
+    busiest = max(rolled_flows, key=lambda flow: flow.active_until)
+    return dataclasses.replace(
+        busiest,
+        day=day,
+        day_count=sum(flow.day_count for flow in rolled_flows),
+        weight=max(flow.weight for flow in rolled_flows),
+    )
 
 
 def book_token_slot(ledger: Ledger, quota: KeyQuota, *, now: float) -> tuple[Ledger, Booking]:

@@ -165,3 +165,79 @@ def test_a_capped_account_under_load_never_passes_its_cap(store):
     assert result.granted[capped] == 40
     assert result.refused[capped] == 6  # each of its callers was told, once
     assert result.granted[free] >= 0.9 * (60 * 4 / 1.05 - 40)
+
+
+# --- flows: an account's portal tokens and its own calls -----------------------------------
+
+
+def test_an_account_splits_its_share_evenly_between_its_tokens(store):
+    """Account A calls through token 1 with 12 callers and token 2 with one; account B has one
+    caller of its own. B keeps half the key; A's half is split between its two tokens, so the
+    busy app cannot starve the quiet one."""
+    quota, (a, b) = key_with_accounts(2)
+    busy, quiet = (a, 1), (a, 2)
+    result = simulate(
+        store.store, quota, callers={busy: 12, quiet: 1, b: 1}, start=NOON, seconds=60
+    )
+    rates = result.rates(60)
+    key_rate = sum(rates.values())
+    assert key_rate >= 0.95 * 4 / 1.05
+    assert rates[b] == pytest.approx(key_rate / 2, rel=0.1)
+    assert rates[busy] == pytest.approx(key_rate / 4, rel=0.1)
+    assert rates[quiet] == pytest.approx(key_rate / 4, rel=0.1)
+    slots = sorted(result.slots)
+    assert min(later - earlier for earlier, later in itertools.pairwise(slots)) >= SPACING - 1e-6
+
+
+def test_more_tokens_win_an_account_no_more_of_the_key(store):
+    """Four tokens of account A against account B's own calls: still half each."""
+    quota, (a, b) = key_with_accounts(2)
+    callers = {(a, token): 2 for token in (1, 2, 3, 4)} | {b: 2}
+    rates = simulate(store.store, quota, callers=callers, start=NOON, seconds=60).rates(60)
+    a_rate = sum(rate for flow, rate in rates.items() if flow != b)
+    assert a_rate == pytest.approx(rates[b], rel=0.1)
+    assert jain([rates[(a, token)] for token in (1, 2, 3, 4)]) >= 0.98
+
+
+def test_a_token_alone_on_its_account_takes_the_account_s_whole_share(store):
+    """Work conserving: the account's own flow is idle, so its one busy token gets it all."""
+    quota, (a, b) = key_with_accounts(2)
+    rates = simulate(store.store, quota, callers={(a, 7): 6, b: 1}, start=NOON, seconds=60).rates(
+        60
+    )
+    assert rates[(a, 7)] == pytest.approx(rates[b], rel=0.1)
+
+
+def test_an_account_cap_counts_every_token_of_the_account(store):
+    quota, (a,) = key_with_accounts(1, per_day=1000)
+    at = NOON
+    for token in (0, 1, 2):
+        booking = store.store.reserve(
+            quota, background=True, now=at, share=AccountShare(account_id=a, cap=3, token_id=token)
+        )
+        assert booking.outcome is Outcome.GRANTED
+        at = booking.at + 0.01
+    for token in (0, 1, 3):  # a token new today is held to the same cap
+        refused = store.store.reserve(
+            quota, background=False, now=at, share=AccountShare(account_id=a, cap=3, token_id=token)
+        )
+        assert (refused.outcome, refused.day_count) == (Outcome.CAPPED, 3)
+    accounts, _ = store.store.read_accounts(quota, now=at)
+    assert accounts[a].day_count == 3  # the account's flows reported as one
+    tomorrow = (int(NOON // 86_400) + 1) * 86_400 + 3600
+    again = store.store.reserve(
+        quota, background=True, now=tomorrow, share=AccountShare(account_id=a, cap=3, token_id=2)
+    )
+    assert again.outcome is Outcome.GRANTED
+    accounts, _ = store.store.read_accounts(quota, now=tomorrow)
+    assert accounts[a].day_count == 1
+
+
+def test_a_capped_account_under_load_through_tokens_never_passes_its_cap(store):
+    quota, (capped, free) = key_with_accounts(2)
+    callers = {(capped, 1): 3, (capped, 2): 3, capped: 2, free: 2}
+    result = simulate(
+        store.store, quota, callers=callers, caps={capped: 40}, start=NOON, seconds=60
+    )
+    assert sum(n for flow, n in result.granted.items() if flow != free) == 40
+    assert sum(n for flow, n in result.refused.items() if flow != free) == 8

@@ -10,7 +10,7 @@ import pytest
 import requests
 from django.db.models import F
 
-from integrations.models import AccountStatus, ApiCall, ConnectedAccount, Lane
+from integrations.models import AccountLimiterState, AccountStatus, ApiCall, ConnectedAccount, Lane
 from integrations.services.budgets import account_budget_set
 from integrations.services.proxy_tokens import proxy_token_create, proxy_token_revoke
 from integrations.services.quota import quota_pause
@@ -291,6 +291,25 @@ def test_a_spent_cap_is_429_quota_exceeded_with_retry_after(
     assert "daily cap" in body["error_message"]
     assert 0 < int(response["Retry-After"]) <= 86_400 + 60
     assert sent() == 1
+
+
+def test_each_tokens_calls_are_booked_in_their_own_part_of_the_accounts_share(
+    client, connected_account, app_token, cc_app
+):
+    token, secret = app_token
+    _, other_secret = proxy_token_create(name="node-worker", accounts=[connected_account])
+    for key in (secret, secret, other_secret):
+        response = _call(
+            client, key, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "background"}
+        )
+        assert response.status_code == HTTPStatus.OK
+    flows = dict(
+        AccountLimiterState.objects.filter(account=connected_account).values_list(
+            "token", "day_count"
+        )
+    )
+    other = flows.keys() - {0, token.pk}
+    assert flows[token.pk] == 2 and len(other) == 1 and flows[other.pop()] == 1
 
 
 def test_an_unknown_lane_is_400(client, app_token):

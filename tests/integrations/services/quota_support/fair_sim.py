@@ -3,6 +3,9 @@
 Every caller books, and when granted "sends" at its slot and books again ``call_seconds``
 later; when deferred it comes back at its turn with its ticket. The store decides everything
 (``now=`` is injected), so the run is deterministic and every store must give the same shares.
+
+Callers are counted per flow: an account id (the portal's own calls) or ``(account id, portal
+token id)`` (calls through the proxy with that token). Results are keyed the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 from integrations.services.quota_stores import Outcome, QuotaStore
 from integrations.services.quota_stores.rules import AccountShare, KeyQuota
 
+Flow = int | tuple[int, int]
+
 
 @dataclass
 class SimResult:
@@ -22,7 +27,7 @@ class SimResult:
     slots: list[float] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
 
-    def rates(self, seconds: float) -> dict[int, float]:
+    def rates(self, seconds: float) -> dict[Flow, float]:
         return {account: n / seconds for account, n in self.granted.items()}
 
 
@@ -30,47 +35,52 @@ def simulate(
     store: QuotaStore,
     quota: KeyQuota,
     *,
-    callers: dict[int, int],
+    callers: dict[Flow, int],
     start: float,
     seconds: float,
     weights: dict[int, float] | None = None,
     caps: dict[int, int] | None = None,
     call_seconds: float = 0.02,
-    pauses: dict[int, float] | None = None,
+    pauses: dict[Flow, float] | None = None,
 ) -> SimResult:
-    """Run ``callers`` ({account_id: number of callers}) for ``seconds`` from ``start``; an
-    account in ``pauses`` waits that long after each call before its next."""
+    """Run ``callers`` ({flow: number of callers}) for ``seconds`` from ``start``; a flow in
+    ``pauses`` waits that long after each call before its next. ``weights`` and ``caps`` are
+    per account."""
     weights, caps, pauses = weights or {}, caps or {}, pauses or {}
     result = SimResult()
+    flows = list(callers)
     queue: list[tuple[float, int, int, float | None]] = []
     serial = 0
-    for account, count in callers.items():
+    for index, count in enumerate(callers.values()):
         for _ in range(count):
-            heapq.heappush(queue, (start, serial, account, None))
+            heapq.heappush(queue, (start, serial, index, None))
             serial += 1
     end = start + seconds
     while queue:
-        at, caller, account, ticket = heapq.heappop(queue)
+        at, caller, index, ticket = heapq.heappop(queue)
         if at >= end:
             continue
+        flow = flows[index]
+        account, token = flow if isinstance(flow, tuple) else (flow, 0)
         share = AccountShare(
             account_id=account,
             weight=weights.get(account, 1.0),
             cap=caps.get(account),
             ticket=ticket,
+            token_id=token,
         )
         booking = store.reserve(quota, background=True, now=at, share=share)
-        result.asks[account] += 1
+        result.asks[flow] += 1
         if booking.outcome is Outcome.GRANTED:
             if booking.at < end:
-                result.granted[account] += 1
+                result.granted[flow] += 1
                 result.slots.append(booking.at)
-            after = call_seconds + pauses.get(account, 0.0)
-            heapq.heappush(queue, (booking.at + after, caller, account, None))
+            after = call_seconds + pauses.get(flow, 0.0)
+            heapq.heappush(queue, (booking.at + after, caller, index, None))
         elif booking.outcome is Outcome.DEFERRED:
-            heapq.heappush(queue, (booking.at, caller, account, booking.ticket))
+            heapq.heappush(queue, (booking.at, caller, index, booking.ticket))
         else:
-            result.refused[account] += 1  # capped or spent: this caller stops for the day
+            result.refused[flow] += 1  # capped or spent: this caller stops for the day
     return result
 
 
