@@ -294,8 +294,11 @@ def test_a_spent_cap_is_429_quota_exceeded_with_retry_after(
 
 
 def test_each_tokens_calls_are_booked_in_their_own_part_of_the_accounts_share(
-    client, connected_account, app_token, cc_app
+    client, settings, connected_account, app_token, cc_app
 ):
+    """Booked in the token's flow (read here from the database store's rows; the store suite
+    holds every store to the same per-flow rules)."""
+    settings.CC_QUOTA_STORE = "integrations.services.quota_stores.DatabaseStore"
     token, secret = app_token
     _, other_secret = proxy_token_create(name="node-worker", accounts=[connected_account])
     for key in (secret, secret, other_secret):
