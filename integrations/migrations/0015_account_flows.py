@@ -10,12 +10,14 @@ fair_share = import_module("integrations.migrations.0013_fair_share")
 # the portal's own, token 0) have a clock of their own and split the account's share (see
 # quota_stores/rules.py). Keep in step with rules.book_call and the Lua in
 # quota_stores/redis.py: the store suite holds all three to the same answers. Arguments as in
-# 0013, with the token after the account.
+# 0013, with the token after the account, and last the longest an interactive call waits for
+# its slot (NULL: no bound; beyond it nothing is booked and the answer is 'busy').
 BOOK_FUNCTION = """
 CREATE OR REPLACE FUNCTION ccportal_quota_book(
     p_key bigint, p_account bigint, p_token bigint, p_weight float8, p_cap integer,
     p_ticket float8, p_now float8, p_margin float8, p_per_second integer, p_guard float8,
-    p_budget integer, p_background boolean, p_horizon float8, p_fair boolean, p_async boolean
+    p_budget integer, p_background boolean, p_horizon float8, p_fair boolean, p_async boolean,
+    p_max_wait float8
 ) RETURNS TABLE (
     outcome text, now float8, at float8, day integer, day_count integer, ticket float8
 )
@@ -90,6 +92,10 @@ BEGIN
                                 first_day, a_count + sib_count, NULL::float8;
             RETURN;
         END IF;
+    END IF;
+    IF NOT p_background AND p_max_wait IS NOT NULL AND slot - v_now > p_max_wait THEN
+        RETURN QUERY SELECT 'busy'::text, v_now, slot, first_day, cnt, NULL::float8;
+        RETURN;
     END IF;
 
     IF p_background AND p_account IS NOT NULL AND p_fair THEN
@@ -183,7 +189,7 @@ $$;
 DROP_FUNCTION = """
 DROP FUNCTION IF EXISTS ccportal_quota_book(
     bigint, bigint, bigint, float8, integer, float8, float8, float8, integer, float8, integer,
-    boolean, float8, boolean, boolean
+    boolean, float8, boolean, boolean, float8
 );
 """
 

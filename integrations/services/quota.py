@@ -79,6 +79,7 @@ __all__ = [
     "quota_account_usage",
     "quota_acquire",
     "quota_pause",
+    "quota_refuse_if_busy",
     "quota_reserve",
     "quota_resume",
     "quota_stop_until_next_day",
@@ -361,6 +362,7 @@ def quota_reserve(
     account: ConnectedAccount | None = None,
     ticket: float | None = None,
     proxy_token_id: int = 0,
+    max_wait: float | None = None,
 ) -> Reservation:
     """Book the next send slot and one unit of today's budget for ``api_key``.
 
@@ -374,8 +376,10 @@ def quota_reserve(
     account's turn in the key's fair share; otherwise :class:`QuotaDeferred` gives it a turn,
     the moment to ask again, with its ``ticket`` as ``ticket=``. ``proxy_token_id`` names the
     portal token a proxied call came through: each token's calls take an even part of their
-    account's share (see ``quota_stores.rules``). An account past its daily cap gets
-    :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store cannot be
+    account's share (see ``quota_stores.rules``). An interactive call whose slot is more than
+    ``max_wait`` seconds away books nothing and gets :class:`QuotaBusy` (decided in the same
+    atomic step, so no caller is ever given a slot beyond its bound). An account past its daily
+    cap gets :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store cannot be
     reached.
     """
     background = _is_background(lane)
@@ -385,7 +389,7 @@ def quota_reserve(
         if account is not None
         else None
     )
-    booking = quota_store().reserve(quota, background=background, share=share)
+    booking = quota_store().reserve(quota, background=background, share=share, max_wait=max_wait)
     if booking.outcome is Outcome.GRANTED:
         return Reservation(
             api_key_id=api_key.pk,
@@ -397,6 +401,10 @@ def quota_reserve(
         )
     if booking.outcome is Outcome.DEFERRED:
         raise QuotaDeferred(not_before=booking.at, wait=booking.wait, ticket=booking.ticket)
+    if booking.outcome is Outcome.BUSY:
+        raise QuotaBusy(
+            client_id=quota.client_id, lane=lane, wait=booking.wait, max_wait=max_wait or 0.0
+        )
     if booking.outcome is Outcome.CAPPED and account is not None and share is not None:
         raise AccountCapReached(
             account=account.display_name,
@@ -436,15 +444,16 @@ def quota_acquire(
     reopens and carries on. The reservation's ``waited`` is how long all this took.
 
     ``max_wait`` (seconds) bounds the wait: when the slot would come later, nothing is booked
-    and :class:`QuotaBusy` says when to ask again. An interactive slot is always granted, so
-    the ledger is read first (a slot booked and then refused would push every later caller
-    back); a background call learns it from its deferral, which books nothing.
+    and :class:`QuotaBusy` says when to ask again. The store decides it for an interactive call
+    in the booking itself; a background call learns it from its deferral, which books nothing.
     """
     started = time.monotonic()
     ticket: float | None = None
+    background = _is_background(lane)
     while True:
-        if max_wait is not None and not _is_background(lane):
-            _refuse_beyond(api_key, lane, max_wait - (time.monotonic() - started), max_wait)
+        left = None
+        if max_wait is not None and not background:
+            left = max(0.0, max_wait - (time.monotonic() - started))
         try:
             reservation = quota_reserve(
                 api_key=api_key,
@@ -452,7 +461,16 @@ def quota_acquire(
                 account=account,
                 ticket=ticket,
                 proxy_token_id=proxy_token_id,
+                max_wait=left,
             )
+        except QuotaBusy as busy:
+            elapsed = time.monotonic() - started
+            raise QuotaBusy(
+                client_id=api_key.client_id,
+                lane=lane,
+                wait=elapsed + busy.wait,
+                max_wait=max_wait or 0.0,
+            ) from None
         except QuotaDeferred as deferred:
             if max_wait is not None and time.monotonic() - started + deferred.wait > max_wait:
                 raise QuotaBusy(
@@ -475,15 +493,17 @@ def quota_acquire(
         return dataclasses.replace(reservation, waited=time.monotonic() - started)
 
 
-def _refuse_beyond(api_key: ApiKey, lane: str, left: float, max_wait: float) -> None:
-    """:class:`QuotaBusy` when ``api_key``'s next slot (or the end of its pause) is more than
-    ``left`` seconds away."""
+def quota_refuse_if_busy(*, api_key: ApiKey, lane: str, max_wait: float) -> None:
+    """:class:`QuotaBusy` at once when ``api_key``'s next interactive slot (or the end of its
+    pause) is already more than ``max_wait`` seconds away, read without booking: a caller that
+    will be refused is told before any work is done for it. The booking itself decides exactly
+    (``quota_acquire(max_wait=)``); this only answers the obvious case early."""
+    if _is_background(lane):
+        return
     ledger, now = quota_store().read(key_quota(api_key))
     ahead = max(ledger.next_slot_at, ledger.paused_until) - now
-    if ahead > left:
-        raise QuotaBusy(
-            client_id=api_key.client_id, lane=lane, wait=ahead + max_wait - left, max_wait=max_wait
-        )
+    if ahead > max_wait:
+        raise QuotaBusy(client_id=api_key.client_id, lane=lane, wait=ahead, max_wait=max_wait)
 
 
 def quota_pause(*, api_key: ApiKey, seconds: float = 1.0) -> dt.datetime:

@@ -37,7 +37,7 @@ class QuotaStore(ABC):
     * raises :class:`QuotaStoreUnavailable` — never a driver exception — when the store cannot
       be reached or the step fails; nothing has been booked then.
 
-    ``reserve(quota, background=, now=, share=)``
+    ``reserve(quota, background=, now=, share=, max_wait=)``
         Applies :func:`.rules.book_call` and returns its :class:`~.rules.Booking`. ``share``
         names the account booked for (its weight, cap, ticket and flow); the store reads the
         :class:`~.rules.AccountLedger` of that flow and of the account's other flows, and the
@@ -77,6 +77,7 @@ class QuotaStore(ABC):
         background: bool,
         now: float | None = None,
         share: AccountShare | None = None,
+        max_wait: float | None = None,
     ) -> Booking:
         """Book a call slot and a unit of the day's budget in one atomic step."""
 

@@ -102,7 +102,8 @@ _ACCOUNT_UPSERT = (
 _PG_RESERVE = (
     "SELECT outcome, now, at, day, day_count, ticket FROM ccportal_quota_book("
     "%(id)s, %(account)s, %(token)s, %(weight)s, %(cap)s, %(ticket)s, %(now)s, %(margin)s, "
-    "%(per_second)s, %(guard)s, %(budget)s, %(background)s, %(horizon)s, %(fair)s, %(async)s)"
+    "%(per_second)s, %(guard)s, %(budget)s, %(background)s, %(horizon)s, %(fair)s, %(async)s, "
+    "%(max_wait)s)"
 )
 
 
@@ -137,10 +138,11 @@ class DatabaseStore(QuotaStore):
         background: bool,
         now: float | None = None,
         share: AccountShare | None = None,
+        max_wait: float | None = None,
     ) -> Booking:
         if connections[self.using].vendor == "postgresql":
             return self._reserve_in_one_statement(
-                quota, background=background, now=now, share=share
+                quota, background=background, now=now, share=share, max_wait=max_wait
             )
         with self._locked(quota, now) as (cursor, ledger, at):
             account = others = None
@@ -157,6 +159,7 @@ class DatabaseStore(QuotaStore):
                 account=account,
                 others_weight=others or 0.0,
                 siblings=siblings,
+                max_wait=max_wait,
             )
             if changed is not None:
                 self._write(cursor, quota.ledger_id, changed)
@@ -237,6 +240,7 @@ class DatabaseStore(QuotaStore):
         background: bool,
         now: float | None,
         share: AccountShare | None,
+        max_wait: float | None,
     ) -> Booking:
         connection = connections[self.using]
         params = {
@@ -255,6 +259,7 @@ class DatabaseStore(QuotaStore):
             "horizon": quota.horizon,
             "fair": quota.fair_share,
             "async": not connection.in_atomic_block,
+            "max_wait": max_wait,
         }
         try:
             with connection.cursor() as cursor:

@@ -65,7 +65,7 @@ end
 # order, space-separated, <flow>:w the weight alone (for summing) and <account>:t the account's
 # tokens with a flow, space-separated. ARGV: now, per_second, budget, background (1/0), horizon,
 # day_guard, margin, account ('' for none), weight, cap ('' for none), ticket ('' for none),
-# fair (1/0), tolerance, token (0 for none).
+# fair (1/0), tolerance, token (0 for none), max_wait ('' for none).
 _RESERVE = (
     _PRELUDE
     + """
@@ -75,6 +75,7 @@ local guard, floor_margin = tonumber(ARGV[6]), tonumber(ARGV[7])
 local account, weight = ARGV[8], tonumber(ARGV[9])
 local cap, ticket, fair = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12] == '1'
 local tolerance, token = tonumber(ARGV[13]), ARGV[14]
+local max_wait = tonumber(ARGV[15])
 local accounts, lines = KEYS[2], KEYS[3]
 local spacing = (1.0 + math.max(L.margin, floor_margin)) / per_second
 local slot = math.max(now, L.next_slot_at, L.paused_until)
@@ -130,6 +131,9 @@ if account ~= '' then
     return {'capped', num(now), num((first_day + 1) * DAY + guard), num(first_day),
             num(A.day_count + sib_count), ''}
   end
+end
+if not background and max_wait and slot - now > max_wait then
+  return {'busy', num(now), num(slot), num(first_day), num(L.day_count), ''}
 end
 local function save_account()
   A.weight = weight
@@ -335,6 +339,7 @@ class RedisStore(QuotaStore):
         background: bool,
         now: float | None = None,
         share: AccountShare | None = None,
+        max_wait: float | None = None,
     ) -> Booking:
         key = self.key(quota)
         answer = self._run(
@@ -354,6 +359,7 @@ class RedisStore(QuotaStore):
             int(quota.fair_share),
             rules.TURN_TOLERANCE,
             share.token_id if share else 0,
+            "" if max_wait is None else float(max_wait),
             keys=[key, f"{key}:accounts", f"{key}:lines"],
         )
         return _booking(answer)

@@ -12,7 +12,10 @@ many if one call's send-to-arrival delay exceeds a later one's by more than ``ma
 A call's slot is ``max(now, next_slot_at, paused_until)``; booking it moves ``next_slot_at``
 one spacing past it.
 
-Lanes. Interactive calls always book the next slot. A background call books only a slot that
+Lanes. Interactive calls book the next slot, unless the caller bounds its wait (``max_wait``)
+and the slot is further away: then nothing is booked and the answer is ``BUSY``, decided in the
+same atomic step as every booking, so however many callers ask at once none is given a slot
+beyond its bound. A background call books only a slot that
 starts within ``horizon`` seconds of now; otherwise no slot is booked and it takes a place in
 the background line: it is told to come back at ``max(slot - horizon, background_line_at)``,
 and ``background_line_at`` moves one spacing past that. Background traffic therefore never
@@ -165,13 +168,14 @@ class Outcome(StrEnum):
     EXHAUSTED = "exhausted"
     STOPPED = "stopped"
     CAPPED = "capped"
+    BUSY = "busy"
 
 
 @dataclass(frozen=True)
 class Booking:
     """A store's answer to a reservation.
 
-    ``at`` is the slot when GRANTED, the caller's turn in the background line when DEFERRED,
+    ``at`` is the slot when GRANTED (and the slot that was too far when BUSY), the caller's turn in the background line when DEFERRED,
     and the moment the spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are
     the day counted against and its count including this call (GRANTED), or the spent day and
     its count. ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
@@ -229,13 +233,15 @@ def book_call(
     account: AccountLedger | None = None,
     others_weight: float = 0.0,
     siblings: Sequence[AccountLedger] = (),
+    max_wait: float | None = None,
 ) -> tuple[Ledger | None, AccountLedger | None, Booking]:
     """Book the next slot and one unit of the day's budget, or say why not.
 
     ``share`` names the account booked for (None: the key alone, first come first served);
     ``account`` is the ledger of its flow on this key (``share.token_id``), ``siblings`` those
     of the account's other flows, and ``others_weight`` the summed weight of the other accounts
-    active on the key at ``now`` (each once). Returns the new key ledger and flow ledger (None
+    active on the key at ``now`` (each once). ``max_wait`` bounds an interactive call's wait for
+    its slot (BUSY beyond it; background calls learn their wait from their deferral). Returns the new key ledger and flow ledger (None
     when unchanged) and the answer. Never counts past the lane's budget or the account's cap;
     never grants a slot closer than one spacing to the previous one. A deferral books no slot
     and no budget; it only moves the lines on.
@@ -289,6 +295,8 @@ def book_call(
                 None,
                 Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, spent),
             )
+    if not background and max_wait is not None and slot - now > max_wait:
+        return None, None, Booking(Outcome.BUSY, now, slot, first_day, current.day_count)
     if background and share and mine and quota.fair_share:
         return _book_fair(
             current,

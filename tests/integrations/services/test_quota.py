@@ -210,6 +210,28 @@ def test_daily_budget_is_never_exceeded_when_eight_processes_race_for_it(store, 
 
 
 @pytest.mark.slow
+def test_no_caller_racing_for_a_busy_key_is_given_a_slot_beyond_its_bound(store, processes):
+    """Eight processes ask at once, 40 times each, for slots at most 2 s away: each answer is a
+    slot within the bound or a refusal that booked nothing, however the race falls."""
+    api_key = custom_key(per_second=4, per_day=10_000)
+    bound = 2.0
+    tasks = [
+        {"work": "reserve_calls", "api_key_id": api_key.pk, "count": 40, "max_wait": bound}
+        for _ in range(PROCESSES)
+    ]
+    answers = [answer for batch in processes.race(store, tasks) for answer in batch]
+    granted = [a for a in answers if a["outcome"] == "granted"]
+    busy = [a for a in answers if a["outcome"] == "busy"]
+    assert len(granted) + len(busy) == 8 * 40
+    assert granted and busy
+    assert max(a["wait"] for a in granted) <= bound + 1e-6
+    assert min(a["wait"] for a in busy) > bound
+    assert quota_usage(api_key=api_key)["booked"] == len(granted)  # refusals booked nothing
+    slots = sorted(a["slot"] for a in granted)
+    assert min(b - a for a, b in itertools.pairwise(slots)) >= 1.05 / 4 - 1e-6
+
+
+@pytest.mark.slow
 def test_background_processes_stop_at_95_percent_and_interactive_spends_the_rest(store, processes):
     api_key = custom_key(per_second=1000, per_day=100)
     tasks = [

@@ -60,6 +60,32 @@ def test_slots_are_one_spacing_apart_starting_now(store):
     assert bookings[-1].wait == pytest.approx(4 * spacing)
 
 
+def test_an_interactive_slot_beyond_the_callers_bound_is_busy_and_books_nothing(store):
+    quota = key_quota(custom_key(per_second=4, per_day=1000))
+    now = MIDNIGHT - 3600
+    spacing = 1.05 / 4
+    bound = 3 * spacing + 0.01  # the fourth slot is within it, the fifth is not
+    within = [
+        store.store.reserve(quota, background=False, now=now, max_wait=bound) for _ in range(4)
+    ]
+    assert {b.outcome for b in within} == {Outcome.GRANTED}
+    refused = [
+        store.store.reserve(quota, background=False, now=now, max_wait=bound) for _ in range(3)
+    ]
+    assert {b.outcome for b in refused} == {Outcome.BUSY}
+    assert refused[0].at == moment(now + 4 * spacing)  # the slot it would have had
+    assert refused[0].day_count == 4
+    # Nothing was booked: the next caller without a bound gets that very slot.
+    unbounded = store.store.reserve(quota, background=False, now=now)
+    assert (unbounded.outcome, unbounded.at) == (Outcome.GRANTED, moment(now + 4 * spacing))
+    ledger, _ = store.store.read(quota, now=now)
+    assert ledger.day_count == 5
+    # A spent day still says so, whatever the bound.
+    store.store.stop_day(quota, now=now)
+    stopped = store.store.reserve(quota, background=False, now=now, max_wait=0.0)
+    assert stopped.outcome is Outcome.STOPPED
+
+
 def test_store_clock_decides_when_no_time_is_given(store):
     quota = key_quota(custom_key(per_second=4, per_day=1000))
     booking = store.store.reserve(quota, background=False)

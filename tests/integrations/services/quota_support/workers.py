@@ -87,23 +87,36 @@ def acquire_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def reserve_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """``quota_reserve`` ``count`` times without sleeping; records each answer."""
-    from integrations.services.quota import QuotaDeferred, QuotaExhausted, quota_reserve
+    """``quota_reserve`` ``count`` times without sleeping (each bounded by ``max_wait`` when the
+    task has one); records each answer."""
+    from integrations.services.quota import (
+        QuotaBusy,
+        QuotaDeferred,
+        QuotaExhausted,
+        quota_reserve,
+    )
 
     api_key = _prepare(task)
     answers: list[dict[str, Any]] = []
     for _ in range(task["count"]):
         try:
-            reservation = quota_reserve(api_key=api_key, lane=task.get("lane", "interactive"))
+            reservation = quota_reserve(
+                api_key=api_key,
+                lane=task.get("lane", "interactive"),
+                max_wait=task.get("max_wait"),
+            )
         except QuotaExhausted as exc:
             answers.append({"outcome": "exhausted", "message": str(exc)})
         except QuotaDeferred as exc:
             answers.append({"outcome": "deferred", "wait": exc.wait})
+        except QuotaBusy as exc:
+            answers.append({"outcome": "busy", "wait": exc.wait})
         else:
             answers.append(
                 {
                     "outcome": "granted",
                     "slot": reservation.send_at,
+                    "wait": reservation.wait,
                     "day_count": reservation.day_count,
                 }
             )
