@@ -1,7 +1,7 @@
 """How a key's calls are shared between the accounts connected through it.
 
     .venv/bin/python bench/bench_fair_share.py [--seconds 60] [--store database|redis]
-                                               [--scenarios fair,fcfs,weights,cap]
+                                               [--scenarios fair,fcfs,weights,cap,tokens]
 
 Everything runs on loopback: the sandbox (started here) stands in for CC and delays every
 arrival by 0-20 ms; a throw-away SQLite database holds the portal's keys and accounts (and the
@@ -16,6 +16,9 @@ account. Scenarios (each on a fresh standard key, 4 calls/s):
 * ``weights``: two accounts of weights 1 and 3, four callers each.
 * ``cap``: an account capped at 100 calls a day (weight 3, eight callers) and an uncapped one
   (four callers).
+* ``tokens``: account A reached through two portal tokens of the proxy (``cc_forward``, as the
+  proxy sends), eight callers on token X and one on token Y, plus one caller of A's own; account
+  B one caller. B keeps half the key and A's half is split between its three flows.
 
 Printed: each account's calls/s answered over the measured window (the first second is
 warm-up), Jain's fairness index over the backlogged accounts, the key's utilisation against
@@ -54,6 +57,7 @@ CAP = 100
 @dataclass
 class Caller:
     account_id: int
+    token_id: int = 0
     answered: list[float] = field(default_factory=list)
     capped: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -91,11 +95,15 @@ def _call(job: dict[str, Any]) -> Caller:
     from integrations.services.quota import AccountCapReached
 
     account = _apply(job)
-    caller = Caller(account.pk)
+    token_id = job.get("token_id", 0)
+    caller = Caller(account.pk, token_id)
     _sleep_until(job["start"])
     while time.time() < job["until"]:
         try:
-            cc_call(account=account, method="GET", path="/contact_lists", lane="background")
+            if token_id:
+                _forward(account, token_id)
+            else:
+                cc_call(account=account, method="GET", path="/contact_lists", lane="background")
             caller.answered.append(time.time())
         except AccountCapReached:
             caller.capped += 1
@@ -104,6 +112,26 @@ def _call(job: dict[str, Any]) -> Caller:
             name = type(exc).__name__
             caller.errors[name] = caller.errors.get(name, 0) + 1
     return caller
+
+
+def _forward(account, token_id: int) -> None:
+    """One call as the proxy sends it for a portal token (its answer read and released)."""
+    from integrations.services.gateway import cc_forward
+
+    exchange = cc_forward(
+        account=account,
+        method="GET",
+        path="/contact_lists",
+        body=None,
+        content_type=None,
+        accept="application/json",
+        lane="background",
+        max_wait=600.0,
+        proxy_token_id=token_id,
+    )
+    exchange.response.close()
+    if exchange.error is not None:
+        raise exchange.error
 
 
 def _sync(job: dict[str, Any]) -> Caller:
@@ -368,12 +396,70 @@ def _cap(pool, sandbox, options) -> list[str]:
     return missed + ([f"{run.throttled} throttled 429s"] if run.throttled else [])
 
 
+def _tokens(pool, sandbox, options) -> list[str]:
+    from integrations.models import ConnectedAccount
+    from integrations.services.proxy_tokens import proxy_token_create
+
+    client_id, (a, b), _ = _key_with_accounts(sandbox, "tokens", 2)
+    account_a = ConnectedAccount.objects.get(pk=a)
+    x = proxy_token_create(name=f"{client_id}-x", accounts=[account_a])[0].pk
+    y = proxy_token_create(name=f"{client_id}-y", accounts=[account_a])[0].pk
+    plan = [{"account_id": a, "token_id": x} for _ in range(8)]
+    plan += [{"account_id": a, "token_id": y}, {"account_id": a}, {"account_id": b}]
+    run = _race(
+        pool,
+        sandbox,
+        "tokens",
+        plan,
+        ids=[a, b],
+        client_id=client_id,
+        fair=True,
+        seconds=options.seconds,
+    )
+    seconds = run.window[1] - run.window[0]
+    flows = {
+        "A via token X (8 callers)": (a, x),
+        "A via token Y (1 caller)": (a, y),
+        "A's own calls (1 caller)": (a, 0),
+        "B (1 caller)": (b, 0),
+    }
+    rates = {
+        name: sum(
+            run.window[0] <= t <= run.window[1]
+            for c in run.callers
+            if (c.account_id, c.token_id) == flow
+            for t in c.answered
+        )
+        / seconds
+        for name, flow in flows.items()
+    }
+    total = sum(rates.values())
+    shares = dict(zip(flows, (1 / 6, 1 / 6, 1 / 6, 1 / 2), strict=True))
+    print(
+        f"\ntokens: account A through two portal tokens and its own calls, account B, "
+        f"{options.seconds:g} s"
+    )
+    for name, rate in rates.items():
+        print(
+            f"  {name:27s} {rate:.2f}/s = {rate / total:.1%} of the key (fair: {shares[name]:.1%})"
+        )
+    print(f"  key {total:.2f}/s ({total / 4:.1%} of 4/s); throttled {run.throttled}")
+    missed = [
+        f"{name} got {rates[name] / total:.1%} < 90% of {share:.1%}"
+        for name, share in shares.items()
+        if rates[name] / total < 0.9 * share
+    ]
+    if total / 4 < 0.95:
+        missed.append(f"utilisation {total / 4:.1%} < 95%")
+    return missed + ([f"{run.throttled} throttled 429s"] if run.throttled else [])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured run of fair/fcfs")
     parser.add_argument("--store", choices=["database", "redis"], default="database")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    parser.add_argument("--scenarios", default="fair,fcfs,weights,cap")
+    parser.add_argument("--scenarios", default="fair,fcfs,weights,cap,tokens")
     options = parser.parse_args()
     chosen = [s.strip() for s in options.scenarios.split(",") if s.strip()]
 
@@ -415,6 +501,8 @@ def main() -> int:
                     missed += _weights(pool, sandbox, options)
                 if "cap" in chosen:
                     missed += _cap(pool, sandbox, options)
+                if "tokens" in chosen:
+                    missed += _tokens(pool, sandbox, options)
         finally:
             sandbox.clear_faults()
             shutil.rmtree(var_dir, ignore_errors=True)
