@@ -121,7 +121,10 @@ def test_two_hosts_share_the_key_the_call_log_and_the_task_queue(
         call_ids = {int(a.headers["X-CC-Call-Id"]) for a in answers}
         assert len(call_ids) == CALLS, "each answer names its own call"
         recorded = ApiCall.objects.filter(proxy_token__name="two-hosts")
-        assert set(recorded.values_list("pk", flat=True)) == call_ids
+        assert call_ids <= set(recorded.values_list("pk", flat=True))
+        # Every attempt is recorded: on a loaded machine an attempt may fail and be retried,
+        # but only the answered ones succeeded.
+        assert set(recorded.filter(status_code__lt=400).values_list("pk", flat=True)) == call_ids
 
         stats = cc_app.sandbox.stats(cc_app.api_key.client_id)
         assert stats.throttled == 0 and stats.quota_exceeded == 0
