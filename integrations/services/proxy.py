@@ -5,7 +5,8 @@ request :func:`proxy_forward` picks the account (the token's, or the ``X-CC-Acco
 names), books the slot in the key's shared ledger (fair share between accounts included; no
 longer than the lane's maximum wait), injects a valid access token, forwards method, path,
 query, body and content type to the configured CC API base only, records the call under the
-token's name, and hands CC's answer back unread, to be streamed.
+token's name, and hands CC's answer back: whole when it is small, else unread, to be
+streamed.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class LaneUnknown(ProxyRefused):
 @dataclass
 class ProxyAnswer:
     """CC's answer, to be passed on as it is: status, content type, the headers worth passing,
-    the body as chunks (read from CC as they are sent on), the call-log entry, and what is left
-    of today's budget for the lane."""
+    the body, the call-log entry, and what is left of today's budget for the lane.
+
+    A body CC declares at most ``CHUNK_BYTES`` long is read whole (``body``) and answered in one
+    piece; any other comes as ``chunks``, read from CC as they are sent on, so an export of any
+    size passes through in constant memory."""
 
     status: int
     content_type: str
@@ -67,6 +71,7 @@ class ProxyAnswer:
     call_id: int
     quota_remaining: int
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
 
 
 def proxy_account(token: ProxyToken, requested: str | None) -> ConnectedAccount:
@@ -155,10 +160,18 @@ def proxy_forward(
         raise AccountNeedsReconnect(str(exc), account=account) from None
     response = exchange.response
     budget = quota.key_quota(account.api_key).budget(background=lane == Lane.BACKGROUND)
+    declared = response.headers.get("Content-Length", "")
+    body = None
+    if declared.isdigit() and int(declared) <= CHUNK_BYTES:
+        try:
+            body = response.content
+        finally:
+            response.close()
     return ProxyAnswer(
         status=response.status_code,
         content_type=response.headers.get("Content-Type", ""),
-        chunks=_chunks(response),
+        body=body,
+        chunks=iter(()) if body is not None else _chunks(response),
         call_id=exchange.call.pk,
         quota_remaining=max(0, budget - exchange.slot.day_count),
         headers={

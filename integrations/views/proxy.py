@@ -107,9 +107,14 @@ def proxy(request: HttpRequest, path: str) -> HttpResponse:
         if status == HTTPStatus.UNAUTHORIZED:
             response["WWW-Authenticate"] = 'Bearer realm="ccportal proxy"'
         return response
-    response = StreamingHttpResponse(
-        answer.chunks, status=answer.status, content_type=answer.content_type or None
-    )
+    if answer.body is not None:
+        response = HttpResponse(
+            answer.body, status=answer.status, content_type=answer.content_type or None
+        )
+    else:
+        response = StreamingHttpResponse(
+            answer.chunks, status=answer.status, content_type=answer.content_type or None
+        )
     if not answer.content_type:
         del response["Content-Type"]
     for name, value in answer.headers.items():

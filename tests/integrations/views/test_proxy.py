@@ -59,6 +59,9 @@ def test_a_get_reaches_cc_with_the_accounts_token_and_is_logged_under_the_tokens
     assert response["Content-Type"].startswith("application/json")
     lists = json.loads(_body(response))["lists"]
     assert {row["name"] for row in lists} == {"Newsletter", "Customers"}
+    # A small answer goes back whole, with its length; big ones stream (the export test).
+    assert not response.streaming
+    assert int(response["Content-Length"]) == len(response.content)
     call = ApiCall.objects.get(pk=int(response["X-CC-Call-Id"]))
     assert (call.proxy_token, call.account, call.path_template) == (
         token,
