@@ -41,20 +41,46 @@ def tokens_from_threads(task: dict[str, Any]) -> list[str]:
     return results
 
 
-def refresh_accounts(task: dict[str, Any]) -> list[tuple[int, str]]:
-    """Ask for the token of each account in ``account_ids`` (each falls due)."""
-    from integrations.models import ConnectedAccount
-    from integrations.services.tokens import access_token
+def refresh_accounts(task: dict[str, Any]) -> dict[str, list]:
+    """Ask for the token of each account in ``account_ids`` (each falls due), as a caller that
+    is told to come back later (``TokenRefreshFailed``) does: after the account's backoff.
+    Returns the tokens got and the token-endpoint slots this process booked (epoch seconds on
+    the ledger's clock)."""
+    from django.utils import timezone
 
+    from integrations.models import ConnectedAccount
+    from integrations.services import tokens
+
+    booked: list[float] = []
+    reserve = tokens.token_slot_reserve
+
+    def recorded_reserve(**kwargs: Any) -> Any:
+        reservation = reserve(**kwargs)
+        booked.append(reservation.send_at)
+        return reservation
+
+    tokens.token_slot_reserve = recorded_reserve  # looked up at each refresh
     delay = task["start"] - time.time()
     if delay > 0:
         time.sleep(delay)
     out = []
-    for account in ConnectedAccount.objects.select_related("api_key").filter(
-        pk__in=task["account_ids"]
-    ):
-        out.append((account.pk, access_token(account=account)))
-    return out
+    try:
+        for account in ConnectedAccount.objects.select_related("api_key").filter(
+            pk__in=task["account_ids"]
+        ):
+            for attempt in range(6):
+                try:
+                    out.append((account.pk, tokens.access_token(account=account)))
+                    break
+                except tokens.TokenRefreshFailed:
+                    if attempt == 5:
+                        raise
+                    account.refresh_from_db()
+                    until = account.refresh_backoff_until or timezone.now()
+                    time.sleep(max(0.0, (until - timezone.now()).total_seconds()) + 0.05)
+    finally:
+        tokens.token_slot_reserve = reserve
+    return {"tokens": out, "slots": booked}
 
 
 def refresh_then_die_before_storing(task: dict[str, Any]) -> None:
