@@ -18,23 +18,37 @@ def _wait_for(start: float) -> None:
         time.sleep(delay)
 
 
-def hammer(task: dict[str, Any]) -> dict[str, int]:
-    """Call ``GET /contact_lists`` through ``cc_call`` back to back until ``until``."""
+def hammer(task: dict[str, Any]) -> dict[str, Any]:
+    """Call ``GET /contact_lists`` through ``cc_call`` back to back until ``until``; records
+    every send slot this process booked (epoch seconds on the ledger's clock)."""
     from integrations.constant_contact.errors import CCError
+    from integrations.services import quota
     from integrations.services.gateway import cc_call
 
     account = _account(task["account_id"])
+    booked: list[float] = []
+    reserve = quota.quota_reserve
+
+    def recorded_reserve(**kwargs: Any) -> Any:
+        reservation = reserve(**kwargs)
+        booked.append(reservation.send_at)
+        return reservation
+
+    quota.quota_reserve = recorded_reserve  # quota_acquire looks it up on each ask
     _wait_for(task["start"])
     answered = failed = 0
     errors: list[str] = []
-    while time.time() < task["until"]:
-        try:
-            cc_call(account=account, method="GET", path="/contact_lists", lane=task["lane"])
-            answered += 1
-        except CCError as exc:
-            failed += 1
-            errors.append(str(exc))
-    return {"answered": answered, "failed": failed, "errors": errors}
+    try:
+        while time.time() < task["until"]:
+            try:
+                cc_call(account=account, method="GET", path="/contact_lists", lane=task["lane"])
+                answered += 1
+            except CCError as exc:
+                failed += 1
+                errors.append(str(exc))
+    finally:
+        quota.quota_reserve = reserve
+    return {"answered": answered, "failed": failed, "errors": errors, "slots": booked}
 
 
 def drain(task: dict[str, Any]) -> dict[str, int]:
