@@ -243,9 +243,6 @@ def _exchange(
                         "error_message": f"backing off this account for {until - time.time():.0f} s more"
                     },
                 )
-        if max_wait is not None and attempt == 1:
-            # A caller the key cannot serve in time is told before its token is even read.
-            quota.quota_refuse_if_busy(api_key=api_key, lane=lane, max_wait=max_wait)
         # The token first: a refresh (or a slow database read) must not fall between the
         # booked slot and the send, or the call arrives late and crowds the next window.
         token = access_token(account=account)

@@ -61,17 +61,16 @@ class ProxyAnswer:
     """CC's answer, to be passed on as it is: status, content type, the headers worth passing,
     the body, the call-log entry, and what is left of today's budget for the lane.
 
-    A body CC declares at most ``CHUNK_BYTES`` long is read whole (``body``) and answered in one
-    piece; any other comes as ``chunks``, read from CC as they are sent on, so an export of any
-    size passes through in constant memory."""
+    A body CC declares at most ``CHUNK_BYTES`` long is read whole (bytes) and answered in one
+    piece; any other is an iterator of chunks, read from CC as they are sent on, so an export
+    of any size passes through in constant memory."""
 
     status: int
     content_type: str
-    chunks: Iterator[bytes]
+    body: bytes | Iterator[bytes]
     call_id: int
     quota_remaining: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
 
 
 def proxy_account(token: ProxyToken, requested: str | None) -> ConnectedAccount:
@@ -160,24 +159,27 @@ def proxy_forward(
         raise AccountNeedsReconnect(str(exc), account=account) from None
     response = exchange.response
     budget = quota.key_quota(account.api_key).budget(background=lane == Lane.BACKGROUND)
-    declared = response.headers.get("Content-Length", "")
-    body = None
-    if declared.isdigit() and int(declared) <= CHUNK_BYTES:
-        try:
-            body = response.content
-        finally:
-            response.close()
     return ProxyAnswer(
         status=response.status_code,
         content_type=response.headers.get("Content-Type", ""),
-        body=body,
-        chunks=iter(()) if body is not None else _chunks(response),
+        body=_body(response),
         call_id=exchange.call.pk,
         quota_remaining=max(0, budget - exchange.slot.day_count),
         headers={
             name: response.headers[name] for name in PASSED_HEADERS if name in response.headers
         },
     )
+
+
+def _body(response) -> bytes | Iterator[bytes]:
+    """CC's body: whole when it declares at most ``CHUNK_BYTES``, else as it arrives."""
+    declared = response.headers.get("Content-Length", "")
+    if not (declared.isdigit() and int(declared) <= CHUNK_BYTES):
+        return _chunks(response)
+    try:
+        return response.content
+    finally:
+        response.close()
 
 
 def _chunks(response) -> Iterator[bytes]:

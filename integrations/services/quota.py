@@ -86,7 +86,6 @@ __all__ = [
     "quota_account_usage",
     "quota_acquire",
     "quota_pause",
-    "quota_refuse_if_busy",
     "quota_reserve",
     "quota_resume",
     "quota_stop_until_next_day",
@@ -369,19 +368,6 @@ def quota_acquire(
             continue
         quota_wait(reservation)
         return dataclasses.replace(reservation, waited=time.monotonic() - started)
-
-
-def quota_refuse_if_busy(*, api_key: ApiKey, lane: str, max_wait: float) -> None:
-    """:class:`QuotaBusy` at once when ``api_key``'s next interactive slot (or the end of its
-    pause) is already more than ``max_wait`` seconds away, read without booking: a caller that
-    will be refused is told before any work is done for it. The booking itself decides exactly
-    (``quota_acquire(max_wait=)``); this only answers the obvious case early."""
-    if _is_background(lane):
-        return
-    ledger, now = quota_store().read(key_quota(api_key))
-    ahead = max(ledger.next_slot_at, ledger.paused_until) - now
-    if ahead > max_wait:
-        raise QuotaBusy(client_id=api_key.client_id, lane=lane, wait=ahead, max_wait=max_wait)
 
 
 def quota_pause(*, api_key: ApiKey, seconds: float = 1.0) -> dt.datetime:

@@ -107,14 +107,10 @@ def proxy(request: HttpRequest, path: str) -> HttpResponse:
         if status == HTTPStatus.UNAUTHORIZED:
             response["WWW-Authenticate"] = 'Bearer realm="ccportal proxy"'
         return response
-    if answer.body is not None:
-        response = HttpResponse(
-            answer.body, status=answer.status, content_type=answer.content_type or None
-        )
-    else:
-        response = StreamingHttpResponse(
-            answer.chunks, status=answer.status, content_type=answer.content_type or None
-        )
+    whole = isinstance(answer.body, bytes)
+    response = (HttpResponse if whole else StreamingHttpResponse)(
+        answer.body, status=answer.status, content_type=answer.content_type or None
+    )
     if not answer.content_type:
         del response["Content-Type"]
     for name, value in answer.headers.items():
