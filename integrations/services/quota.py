@@ -256,8 +256,8 @@ def quota_reserve(
     account's share (see ``quota_stores.rules``). An interactive call whose slot is more than
     ``max_wait`` seconds away books nothing and gets :class:`QuotaBusy` (decided in the same
     atomic step, so no caller is ever given a slot beyond its bound). An account past its daily
-    cap gets :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store cannot be
-    reached.
+    cap gets :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store
+    cannot be reached.
     """
     background = _is_background(lane)
     quota = key_quota(api_key)

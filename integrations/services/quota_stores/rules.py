@@ -175,8 +175,9 @@ class Outcome(StrEnum):
 class Booking:
     """A store's answer to a reservation.
 
-    ``at`` is the slot when GRANTED (and the slot that was too far when BUSY), the caller's turn in the background line when DEFERRED,
-    and the moment the spent day reopens when EXHAUSTED or STOPPED. ``day``/``day_count`` are
+    ``at`` is the slot when GRANTED (and the slot that was too far when BUSY), the caller's
+    turn in the background line when DEFERRED, and the moment the spent day reopens when
+    EXHAUSTED or STOPPED. ``day``/``day_count`` are
     the day counted against and its count including this call (GRANTED), or the spent day and
     its count. ``now`` is the store clock the decision was taken at: ``at - now`` is the wait.
     """
@@ -241,8 +242,8 @@ def book_call(
     ``account`` is the ledger of its flow on this key (``share.token_id``), ``siblings`` those
     of the account's other flows, and ``others_weight`` the summed weight of the other accounts
     active on the key at ``now`` (each once). ``max_wait`` bounds an interactive call's wait for
-    its slot (BUSY beyond it; background calls learn their wait from their deferral). Returns the new key ledger and flow ledger (None
-    when unchanged) and the answer. Never counts past the lane's budget or the account's cap;
+    its slot (BUSY beyond it; background calls learn their wait from their deferral). Returns
+    the new key ledger and flow ledger (None when unchanged) and the answer. Never counts past the lane's budget or the account's cap;
     never grants a slot closer than one spacing to the previous one. A deferral books no slot
     and no budget; it only moves the lines on.
     """
