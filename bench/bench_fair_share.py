@@ -242,14 +242,16 @@ class Run:
     throttled: int
     names: dict[int, str]
 
-    def rates(self) -> dict[int, float]:
+    def rates(self, *, by_token: bool = False) -> dict[Any, float]:
+        """Calls/s answered in the window per account, or per (account, token) flow."""
         seconds = self.window[1] - self.window[0]
-        counts = dict.fromkeys(self.ids, 0)
+        counts: dict[Any, int] = {} if by_token else dict.fromkeys(self.ids, 0)
         for caller in self.callers:
-            counts[caller.account_id] += sum(
+            flow = (caller.account_id, caller.token_id) if by_token else caller.account_id
+            counts[flow] = counts.get(flow, 0) + sum(
                 self.window[0] <= t <= self.window[1] for t in caller.answered
             )
-        return {account: n / seconds for account, n in counts.items()}
+        return {flow: n / seconds for flow, n in counts.items()}
 
 
 def _race(pool, sandbox, name: str, plan: list[dict[str, Any]], *, ids, client_id, fair, seconds):
@@ -416,23 +418,14 @@ def _tokens(pool, sandbox, options) -> list[str]:
         fair=True,
         seconds=options.seconds,
     )
-    seconds = run.window[1] - run.window[0]
     flows = {
         "A via token X (8 callers)": (a, x),
         "A via token Y (1 caller)": (a, y),
         "A's own calls (1 caller)": (a, 0),
         "B (1 caller)": (b, 0),
     }
-    rates = {
-        name: sum(
-            run.window[0] <= t <= run.window[1]
-            for c in run.callers
-            if (c.account_id, c.token_id) == flow
-            for t in c.answered
-        )
-        / seconds
-        for name, flow in flows.items()
-    }
+    by_flow = run.rates(by_token=True)
+    rates = {name: by_flow[flow] for name, flow in flows.items()}
     total = sum(rates.values())
     shares = dict(zip(flows, (1 / 6, 1 / 6, 1 / 6, 1 / 2), strict=True))
     print(
