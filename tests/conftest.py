@@ -99,3 +99,19 @@ def staff_client(client, db):
     client.force_login(user)
     client.user = user
     return client
+
+
+@pytest.fixture
+def proxy_client():
+    """A test client through the proxy's own door (no middleware), as gunicorn serves
+    ``/proxy/``."""
+    from django.test.client import Client, ClientHandler
+
+    from ccportal.wsgi import WithoutMiddleware
+
+    class ProxyClientHandler(WithoutMiddleware, ClientHandler):
+        pass
+
+    made = Client()
+    made.handler = ProxyClientHandler()
+    return made

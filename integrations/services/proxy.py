@@ -19,6 +19,7 @@ from integrations.errors import PortalError
 from integrations.models import ConnectedAccount, Lane, ProxyToken
 from integrations.services import gateway, quota
 from integrations.services.audit import calls_made_through
+from integrations.services.proxy_tokens import ProxyCaller
 from integrations.services.tokens import AccountNotConnected
 
 #: Bytes handed on at a time while streaming CC's answer.
@@ -73,10 +74,12 @@ class ProxyAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def proxy_account(token: ProxyToken, requested: str | None) -> ConnectedAccount:
+def proxy_account(caller: ProxyCaller, requested: str | None) -> ConnectedAccount:
     """The account a request is for: ``requested`` (a portal account id), or the token's only
     account."""
-    accounts = {account.pk: account for account in token.accounts.select_related("api_key")}
+    token, accounts = caller.token, caller.accounts
+    if not accounts:
+        raise AccountOutsideScope(f"The token {token.name!r} covers no account any more.")
     if requested in (None, ""):
         if len(accounts) == 1:
             return next(iter(accounts.values()))
@@ -115,7 +118,7 @@ def proxy_body_check(length: int) -> None:
 
 def proxy_forward(
     *,
-    token: ProxyToken,
+    caller: ProxyCaller,
     account_id: str | None,
     lane: str | None,
     method: str,
@@ -132,7 +135,8 @@ def proxy_forward(
     client's ``CCTransportError`` / ``CCActivityQueueFull``. Nothing is sent when any of them
     is raised before CC answered.
     """
-    account = proxy_account(token, account_id)
+    token = caller.token
+    account = proxy_account(caller, account_id)
     lane = proxy_lane(token, lane)
     proxy_body_check(len(body))
     gateway.api_path_check(path)

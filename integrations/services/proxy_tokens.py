@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -114,8 +115,19 @@ def proxy_token_revoke(*, name: str) -> ProxyToken:
     return found
 
 
-def proxy_token_authenticate(authorization: str) -> ProxyToken:
-    """The token an ``Authorization: Bearer ccp_…`` header presents, if it may be used now."""
+@dataclass(frozen=True)
+class ProxyCaller:
+    """Whoever presented a usable portal token: the token and the accounts it covers, by id."""
+
+    token: ProxyToken
+    accounts: dict[int, ConnectedAccount]
+
+
+def proxy_token_authenticate(authorization: str) -> ProxyCaller:
+    """The caller an ``Authorization: Bearer ccp_…`` header names, if its token may be used now.
+
+    The token, its accounts and their keys come back in one query: every proxied call starts
+    here, and each query less is time the caller does not wait."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(PROXY_TOKEN_PREFIX):
@@ -124,7 +136,13 @@ def proxy_token_authenticate(authorization: str) -> ProxyToken:
             "manage.py cc_proxy_token create)."
         )
     digest = _digest(token)
-    found = ProxyToken.objects.filter(digest=digest).first()
+    scope = list(
+        ProxyToken.accounts.through.objects.filter(proxytoken__digest=digest).select_related(
+            "proxytoken", "connectedaccount__api_key"
+        )
+    )
+    # A token whose accounts were all deleted covers none, but is still known.
+    found = scope[0].proxytoken if scope else ProxyToken.objects.filter(digest=digest).first()
     # The lookup is by digest; compare again in constant time all the same.
     if found is None or not hmac.compare_digest(found.digest, digest):
         raise ProxyTokenRefused("The portal token is not known.")
@@ -136,4 +154,6 @@ def proxy_token_authenticate(authorization: str) -> ProxyToken:
     if found.last_used_at is None or now - found.last_used_at >= LAST_USED_EVERY:
         ProxyToken.objects.filter(pk=found.pk).update(last_used_at=now)
         found.last_used_at = now
-    return found
+    return ProxyCaller(
+        token=found, accounts={row.connectedaccount.pk: row.connectedaccount for row in scope}
+    )

@@ -43,6 +43,7 @@ REFUSALS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
 
 def _error(status: HTTPStatus, key: str, message: str, **headers: str) -> JsonResponse:
     response = JsonResponse({"error_key": key, "error_message": message}, status=status)
+    response["Content-Length"] = str(len(response.content))
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
@@ -63,9 +64,8 @@ def proxy(request: HttpRequest, path: str) -> HttpResponse:
     query = request.META.get("QUERY_STRING", "")
     cc_path = "/" + path + (f"?{query}" if query else "")
     try:
-        token = proxy_token_authenticate(request.headers.get("Authorization", ""))
         answer = proxy_service.proxy_forward(
-            token=token,
+            caller=proxy_token_authenticate(request.headers.get("Authorization", "")),
             account_id=request.headers.get("X-CC-Account"),
             lane=request.headers.get("X-CC-Lane"),
             method=request.method or "GET",
@@ -111,6 +111,8 @@ def proxy(request: HttpRequest, path: str) -> HttpResponse:
     response = (HttpResponse if whole else StreamingHttpResponse)(
         answer.body, status=answer.status, content_type=answer.content_type or None
     )
+    if whole:
+        response["Content-Length"] = str(len(answer.body))
     if not answer.content_type:
         del response["Content-Type"]
     for name, value in answer.headers.items():

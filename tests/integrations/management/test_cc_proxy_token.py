@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from integrations.models import ProxyToken
+from integrations.services.proxy import AccountOutsideScope, proxy_account
 from integrations.services.proxy_tokens import (
     ProxyTokenInvalid,
     ProxyTokenRefused,
@@ -39,7 +40,7 @@ def test_create_prints_the_token_once_alone_on_the_last_line_and_stores_a_digest
     assert token.digest == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in str(ProxyToken.objects.filter(pk=token.pk).values().get())
     assert list(token.accounts.all()) == [account] and token.lane == "background"
-    assert proxy_token_authenticate(f"Bearer {secret}") == token
+    assert proxy_token_authenticate(f"Bearer {secret}").token == token
     listed = run("list")
     assert "wordpress" in listed and token.shown in listed and secret not in listed
 
@@ -48,6 +49,34 @@ def test_two_tokens_never_share_a_value():
     account = ConnectedAccountFactory()
     secrets = {proxy_token_create(name=f"t{n}", accounts=[account])[1] for n in range(20)}
     assert len(secrets) == 20
+
+
+def test_the_token_its_accounts_and_their_keys_come_back_in_one_query(
+    django_assert_num_queries,
+):
+    """Every proxied call starts with this lookup."""
+    first, second = ConnectedAccountFactory(), ConnectedAccountFactory()
+    _, secret = proxy_token_create(name="crm", accounts=[first, second])
+    proxy_token_authenticate(f"Bearer {secret}")  # the first use is written down (last used)
+
+    with django_assert_num_queries(1):
+        caller = proxy_token_authenticate(f"Bearer {secret}")
+        keys = {pk: account.api_key.client_id for pk, account in caller.accounts.items()}
+
+    assert caller.token.name == "crm"
+    assert keys == {first.pk: first.api_key.client_id, second.pk: second.api_key.client_id}
+
+
+def test_a_token_whose_accounts_were_all_deleted_is_still_known_and_covers_none():
+    account = ConnectedAccountFactory()
+    _, secret = proxy_token_create(name="orphan", accounts=[account])
+    account.delete()
+
+    caller = proxy_token_authenticate(f"Bearer {secret}")
+
+    assert caller.token.name == "orphan" and caller.accounts == {}
+    with pytest.raises(AccountOutsideScope, match="covers no account"):
+        proxy_account(caller, None)  # the proxy answers 403
 
 
 def test_revoke_refuses_the_token_from_its_next_request():
@@ -101,7 +130,7 @@ def test_the_admin_makes_a_token_shows_it_once_and_never_again(admin_client):
     assert "no-store" in made["Cache-Control"]
     token = ProxyToken.objects.get(name="rails")
     secret = made.context["secret"]
-    assert proxy_token_authenticate(f"Bearer {secret}") == token
+    assert proxy_token_authenticate(f"Bearer {secret}").token == token
     for url in (
         reverse("admin:integrations_proxytoken_changelist"),
         reverse("admin:integrations_proxytoken_change", args=[token.pk]),

@@ -33,9 +33,9 @@ def sent(cc_app, connected_account):
     return lambda: stats(cc_app.api_key.client_id).requests - before
 
 
-def _call(client, secret, method, path, **kwargs):
+def _call(proxy_client, secret, method, path, **kwargs):
     headers = {"Authorization": f"Bearer {secret}", **kwargs.pop("headers", {})}
-    return client.generic(method, path, headers=headers, **kwargs)
+    return proxy_client.generic(method, path, headers=headers, **kwargs)
 
 
 def _body(response) -> bytes:
@@ -51,10 +51,10 @@ def _refusal(response, status, key):
 
 
 def test_a_get_reaches_cc_with_the_accounts_token_and_is_logged_under_the_tokens_name(
-    sent, client, connected_account, app_token, cc_app
+    sent, proxy_client, connected_account, app_token, cc_app
 ):
     token, secret = app_token
-    response = _call(client, secret, "GET", "/proxy/v3/contact_lists?include_count=true")
+    response = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists?include_count=true")
     assert response.status_code == HTTPStatus.OK
     assert response["Content-Type"].startswith("application/json")
     lists = json.loads(_body(response))["lists"]
@@ -75,38 +75,38 @@ def test_a_get_reaches_cc_with_the_accounts_token_and_is_logged_under_the_tokens
     )
 
 
-def test_no_cc_token_ever_reaches_a_proxy_response(client, connected_account, app_token):
+def test_no_cc_token_ever_reaches_a_proxy_response(proxy_client, connected_account, app_token):
     _, secret = app_token
     access = ConnectedAccount.objects.get(pk=connected_account.pk).access_token
     refresh = ConnectedAccount.objects.get(pk=connected_account.pk).refresh_token
     answers = [
-        _call(client, secret, "GET", "/proxy/v3/contact_lists"),
-        _call(client, secret, "GET", "/proxy/v3/contacts/not-a-contact"),
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists"),
+        _call(proxy_client, secret, "GET", "/proxy/v3/contacts/not-a-contact"),
         _call(
-            client,
+            proxy_client,
             secret,
             "POST",
             "/proxy/v3/contact_lists",
             data=b"{",
             content_type="application/json",
         ),
-        _call(client, "ccp_wrong", "GET", "/proxy/v3/contact_lists"),
+        _call(proxy_client, "ccp_wrong", "GET", "/proxy/v3/contact_lists"),
     ]
     for response in answers:
         shown = _body(response).decode() + json.dumps(dict(response.items()))
         assert access not in shown and refresh not in shown and secret not in shown
 
 
-def test_ccs_errors_come_back_verbatim(client, app_token):
+def test_ccs_errors_come_back_verbatim(proxy_client, app_token):
     _, secret = app_token
     response = _call(
-        client, secret, "GET", "/proxy/v3/contact_lists/00000000-0000-0000-0000-000000000000"
+        proxy_client, secret, "GET", "/proxy/v3/contact_lists/00000000-0000-0000-0000-000000000000"
     )
     assert response.status_code == HTTPStatus.NOT_FOUND
     assert "X-CC-Call-Id" in response
 
 
-def test_a_multipart_csv_import_goes_through_as_sent(client, cc_app, app_token):
+def test_a_multipart_csv_import_goes_through_as_sent(proxy_client, cc_app, app_token):
     _, secret = app_token
     newsletter = cc_app.lists[0].list_id
     prepared = requests.Request(
@@ -116,7 +116,7 @@ def test_a_multipart_csv_import_goes_through_as_sent(client, cc_app, app_token):
         data={"list_ids": newsletter},
     ).prepare()
     response = _call(
-        client,
+        proxy_client,
         secret,
         "POST",
         "/proxy/v3/activities/contacts_file_import",
@@ -134,11 +134,11 @@ def test_a_multipart_csv_import_goes_through_as_sent(client, cc_app, app_token):
     assert {"a@example.com", "b@example.com"} <= members
 
 
-def test_a_big_export_is_streamed_not_held(client, cc_app, connected_account, app_token):
+def test_a_big_export_is_streamed_not_held(proxy_client, cc_app, connected_account, app_token):
     _, secret = app_token
     cc_app.sandbox.seed_contacts(cc_app.cc_account, count=3_000)
     export = _call(
-        client,
+        proxy_client,
         secret,
         "POST",
         "/proxy/v3/activities/contact_exports",
@@ -151,13 +151,19 @@ def test_a_big_export_is_streamed_not_held(client, cc_app, connected_account, ap
     for _ in range(100):
         cc_app.sandbox.advance_clock(5)
         done = json.loads(
-            _body(_call(client, secret, "GET", f"/proxy/v3/activities/{activity['activity_id']}"))
+            _body(
+                _call(
+                    proxy_client, secret, "GET", f"/proxy/v3/activities/{activity['activity_id']}"
+                )
+            )
         )
         if done["state"] == "completed":
             break
     assert done["state"] == "completed", done
     results = done["_links"]["results"]["href"].removeprefix("/v3")
-    response = _call(client, secret, "GET", f"/proxy/v3{results}", headers={"Accept": "text/csv"})
+    response = _call(
+        proxy_client, secret, "GET", f"/proxy/v3{results}", headers={"Accept": "text/csv"}
+    )
     assert response.status_code == HTTPStatus.OK
     assert response.streaming
     chunks = list(response.streaming_content)
@@ -170,37 +176,39 @@ def test_a_big_export_is_streamed_not_held(client, cc_app, connected_account, ap
     "authorization",
     ["", "Basic dXNlcjpwdw==", "Bearer ccp_unknown", "Bearer not-a-portal-token"],
 )
-def test_a_bad_token_is_401(sent, client, app_token, cc_app, authorization):
-    response = client.get("/proxy/v3/contact_lists", headers={"Authorization": authorization})
+def test_a_bad_token_is_401(sent, proxy_client, app_token, cc_app, authorization):
+    response = proxy_client.get("/proxy/v3/contact_lists", headers={"Authorization": authorization})
     _refusal(response, HTTPStatus.UNAUTHORIZED, "unauthorized")
     assert response["WWW-Authenticate"].startswith("Bearer")
     assert sent() == 0
 
 
-def test_a_revoked_or_expired_token_is_401(client, app_token, cc_app):
+def test_a_revoked_or_expired_token_is_401(proxy_client, app_token, cc_app):
     token, secret = app_token
     proxy_token_revoke(name=token.name)
-    body = _refusal(_call(client, secret, "GET", "/proxy/v3/contact_lists"), 401, "unauthorized")
+    body = _refusal(
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists"), 401, "unauthorized"
+    )
     assert "revoked" in body["error_message"]
     expired, expired_secret = proxy_token_create(
         name="old", accounts=token.accounts.all(), expires_days=1
     )
     type(expired).objects.filter(pk=expired.pk).update(expires_at=F("created_at"))
     body = _refusal(
-        _call(client, expired_secret, "GET", "/proxy/v3/contact_lists"), 401, "unauthorized"
+        _call(proxy_client, expired_secret, "GET", "/proxy/v3/contact_lists"), 401, "unauthorized"
     )
     assert "expired" in body["error_message"]
 
 
 def test_an_account_outside_the_token_is_403_and_several_need_a_choice(
-    client, cc_app, connected_account, app_token
+    proxy_client, cc_app, connected_account, app_token
 ):
     _, secret = app_token
     other_app = make_cc_app(cc_app.sandbox, client_id="other-app")
     other = other_app.connect()
     _refusal(
         _call(
-            client,
+            proxy_client,
             secret,
             "GET",
             "/proxy/v3/contact_lists",
@@ -210,34 +218,40 @@ def test_an_account_outside_the_token_is_403_and_several_need_a_choice(
         "forbidden",
     )
     _, both = proxy_token_create(name="both", accounts=[connected_account, other])
-    body = _refusal(_call(client, both, "GET", "/proxy/v3/contact_lists"), 400, "bad_request")
+    body = _refusal(_call(proxy_client, both, "GET", "/proxy/v3/contact_lists"), 400, "bad_request")
     assert "X-CC-Account" in body["error_message"]
     chosen = _call(
-        client, both, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Account": str(other.pk)}
+        proxy_client,
+        both,
+        "GET",
+        "/proxy/v3/contact_lists",
+        headers={"X-CC-Account": str(other.pk)},
     )
     assert chosen.status_code == HTTPStatus.OK
     assert ApiCall.objects.get(pk=int(chosen["X-CC-Call-Id"])).account == other
 
 
 def test_an_account_needing_reconnect_is_409_naming_its_page(
-    sent, client, connected_account, app_token, cc_app
+    sent, proxy_client, connected_account, app_token, cc_app
 ):
     _, secret = app_token
     ConnectedAccount.objects.filter(pk=connected_account.pk).update(
         status=AccountStatus.NEEDS_RECONNECT, status_reason="CC refused the refresh token."
     )
-    body = _refusal(_call(client, secret, "GET", "/proxy/v3/contact_lists"), 409, "needs_reconnect")
+    body = _refusal(
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists"), 409, "needs_reconnect"
+    )
     assert f"/accounts/{connected_account.pk}/" in body["error_message"]
     assert sent() == 0
 
 
 def test_a_body_past_the_limit_is_413_before_anything_is_sent(
-    sent, client, settings, app_token, cc_app
+    sent, proxy_client, settings, app_token, cc_app
 ):
     _, secret = app_token
     settings.CC_PROXY_MAX_BODY_BYTES = 1_000
     response = _call(
-        client,
+        proxy_client,
         secret,
         "POST",
         "/proxy/v3/contact_lists",
@@ -260,36 +274,40 @@ def test_a_body_past_the_limit_is_413_before_anything_is_sent(
     ],
 )
 def test_a_path_that_leaves_v3_is_400_before_anything_is_sent(
-    sent, client, app_token, cc_app, path
+    sent, proxy_client, app_token, cc_app, path
 ):
     _, secret = app_token
-    _refusal(_call(client, secret, "GET", path), HTTPStatus.BAD_REQUEST, "bad_request")
+    _refusal(_call(proxy_client, secret, "GET", path), HTTPStatus.BAD_REQUEST, "bad_request")
     assert sent() == 0
 
 
 @pytest.mark.parametrize("lane", [Lane.INTERACTIVE, Lane.BACKGROUND])
 def test_a_slot_further_than_the_lane_waits_is_429_with_retry_after(
-    sent, client, settings, app_token, cc_app, lane
+    sent, proxy_client, settings, app_token, cc_app, lane
 ):
     _, secret = app_token
     settings.CC_PROXY_MAX_WAIT_INTERACTIVE = 1.0
     settings.CC_PROXY_MAX_WAIT_BACKGROUND = 1.0
     quota_pause(api_key=cc_app.api_key, seconds=30)
-    response = _call(client, secret, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": lane})
+    response = _call(
+        proxy_client, secret, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": lane}
+    )
     _refusal(response, HTTPStatus.TOO_MANY_REQUESTS, "throttled")
     assert 20 <= int(response["Retry-After"]) <= 30
     assert sent() == 0
 
 
 def test_a_spent_cap_is_429_quota_exceeded_with_retry_after(
-    sent, settings, client, connected_account, app_token, cc_app
+    sent, settings, proxy_client, connected_account, app_token, cc_app
 ):
     _, secret = app_token
     settings.CC_QUOTA_ACCOUNT_REFRESH = 0  # the new cap applies at once in this process
     booked = cc_app.sandbox.stats(cc_app.api_key.client_id).today_count  # the connect's
     account_budget_set(account=connected_account, per_day=booked + 1)
-    assert _call(client, secret, "GET", "/proxy/v3/contact_lists").status_code == HTTPStatus.OK
-    response = _call(client, secret, "GET", "/proxy/v3/contact_lists")
+    assert (
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists").status_code == HTTPStatus.OK
+    )
+    response = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")
     body = _refusal(response, HTTPStatus.TOO_MANY_REQUESTS, "quota_exceeded")
     assert "daily cap" in body["error_message"]
     assert 0 < int(response["Retry-After"]) <= 86_400 + 60
@@ -297,7 +315,7 @@ def test_a_spent_cap_is_429_quota_exceeded_with_retry_after(
 
 
 def test_each_tokens_calls_are_booked_in_their_own_part_of_the_accounts_share(
-    client, settings, connected_account, app_token, cc_app
+    proxy_client, settings, connected_account, app_token, cc_app
 ):
     """Booked in the token's flow (read here from the database store's rows; the store suite
     holds every store to the same per-flow rules)."""
@@ -306,7 +324,7 @@ def test_each_tokens_calls_are_booked_in_their_own_part_of_the_accounts_share(
     _, other_secret = proxy_token_create(name="node-worker", accounts=[connected_account])
     for key in (secret, secret, other_secret):
         response = _call(
-            client, key, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "background"}
+            proxy_client, key, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "background"}
         )
         assert response.status_code == HTTPStatus.OK
     flows = dict(
@@ -318,17 +336,17 @@ def test_each_tokens_calls_are_booked_in_their_own_part_of_the_accounts_share(
     assert flows[token.pk] == 2 and len(other) == 1 and flows[other.pop()] == 1
 
 
-def test_an_unknown_lane_is_400(client, app_token):
+def test_an_unknown_lane_is_400(proxy_client, app_token):
     _, secret = app_token
     response = _call(
-        client, secret, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "fast"}
+        proxy_client, secret, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "fast"}
     )
     _refusal(response, HTTPStatus.BAD_REQUEST, "bad_request")
 
 
-def test_the_call_log_and_the_key_panel_name_the_app(client, staff_client, cc_app, app_token):
+def test_the_call_log_and_the_key_panel_name_the_app(proxy_client, staff_client, cc_app, app_token):
     _, secret = app_token
-    response = _call(client, secret, "GET", "/proxy/v3/contact_lists")
+    response = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")
     call_id = int(response["X-CC-Call-Id"])
     log = staff_client.get("/calls/").content.decode()
     assert "via wordpress" in log

@@ -47,9 +47,10 @@ def test_a_key_manager_makes_a_token_sees_it_once_and_it_works():
     assert "no-store" in made["Cache-Control"]
     secret = made.context["secret"]
     assert secret.startswith("ccp_") and secret in made.content.decode()
-    token = proxy_token_authenticate(f"Bearer {secret}")
+    caller = proxy_token_authenticate(f"Bearer {secret}")
+    token = caller.token
     assert (token.name, token.lane) == ("wordpress", "background")
-    assert list(token.accounts.all()) == [account]
+    assert list(token.accounts.all()) == [account] == list(caller.accounts.values())
     assert token.expires_at is not None
 
     listed = client.get(PAGE).content.decode()

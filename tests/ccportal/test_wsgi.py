@@ -1,0 +1,65 @@
+"""The WSGI application's two doors: pages through the whole middleware stack, ``/proxy/``
+through the view alone."""
+
+from __future__ import annotations
+
+import io
+import json
+from http import HTTPStatus
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+from ccportal import wsgi
+
+
+def _serve(path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO(b"")}
+    environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    setup_testing_defaults(environ)
+    environ["HTTP_HOST"] = "127.0.0.1"
+    started: dict = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        started["status"] = int(status.split()[0])
+        started["headers"] = {name.lower(): value for name, value in response_headers}
+
+    answer = wsgi.application(environ, start_response)
+    try:
+        body = b"".join(answer)
+    finally:
+        getattr(answer, "close", lambda: None)()
+    return started["status"], started["headers"], body
+
+
+@pytest.mark.django_db
+def test_a_proxy_request_skips_the_portals_middleware():
+    status, headers, body = _serve("/proxy/v3/contact_lists", Authorization="Bearer nope")
+
+    assert status == HTTPStatus.UNAUTHORIZED
+    assert json.loads(body)["error_key"] == "unauthorized"
+    assert int(headers["content-length"]) == len(body)
+    # Set by the clickjacking, session and CSRF middleware on every page; never here.
+    assert "x-frame-options" not in headers
+    assert "cookie" not in headers.get("vary", "").lower()
+
+
+@pytest.mark.django_db
+def test_a_page_goes_through_the_whole_stack():
+    status, headers, _ = _serve("/login/")
+
+    assert status == HTTPStatus.OK
+    assert headers["x-frame-options"] == "DENY"
+    assert "csrftoken" in headers.get("set-cookie", "")
+
+
+@pytest.mark.django_db
+def test_a_failure_in_the_proxy_is_djangos_500_not_an_exception_out_of_the_door(monkeypatch):
+    def broken(authorization: str):
+        raise RuntimeError("the token store fell over")
+
+    monkeypatch.setattr("integrations.views.proxy.proxy_token_authenticate", broken)
+    status, _, body = _serve("/proxy/v3/contact_lists", Authorization="Bearer ccp_x")
+
+    assert status == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert b"the token store fell over" not in body
