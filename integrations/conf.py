@@ -169,8 +169,9 @@ def quota_redis_prefix() -> str:
 
 
 def quota_fair_share() -> bool:
-    """``CC_QUOTA_FAIR_SHARE``: background calls share each key between its accounts by weight
-    (else first come, first served)."""
+    """``CC_QUOTA_FAIR_SHARE``: background calls, and interactive calls with a bound on their
+    wait (the proxy's), share each key between its accounts by weight and between each
+    account's portal tokens (else first come, first served)."""
     return bool(settings.CC_QUOTA_FAIR_SHARE)
 
 

@@ -255,7 +255,9 @@ def quota_reserve(
     portal token a proxied call came through: each token's calls take an even part of their
     account's share (see ``quota_stores.rules``). An interactive call whose slot is more than
     ``max_wait`` seconds away books nothing and gets :class:`QuotaBusy` (decided in the same
-    atomic step, so no caller is ever given a slot beyond its bound). An account past its daily
+    atomic step, so no caller is ever given a slot beyond its bound); booked for ``account``,
+    so does one whose turn in the fair share is further away than that, so a flow flooding the
+    bound leaves the other flows their share of it. An account past its daily
     cap gets :class:`AccountCapReached`. Raises :class:`QuotaStoreUnavailable` when the store
     cannot be reached.
     """

@@ -9,12 +9,12 @@ slot is further away than the caller will wait). :mod:`.quota` books and raises 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from dataclasses import dataclass, field
 
 from integrations.models import Lane
 from integrations.services.quota_stores import QuotaError
+from integrations.services.quota_stores.rules import busy_retry_after
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class QuotaBusy(QuotaError):
     def __init__(self, *, client_id: str, lane: str, wait: float, max_wait: float) -> None:
         self.wait = wait
         self.max_wait = max_wait
-        self.retry_after = max(1, math.ceil(wait - max_wait))
+        self.retry_after = busy_retry_after(wait, max_wait)
         super().__init__(
             f"Key {client_id} is busy: the next {lane} slot is {wait:.1f} s away, more than the "
             f"{max_wait:.0f} s a proxied call waits. Ask again in {self.retry_after} s."

@@ -88,7 +88,7 @@ _ACCOUNT_UPSERT = (
     f"{', '.join(f'{c} = excluded.{c}' for c in _ACCOUNT_COLUMNS)}, updated_at = excluded.updated_at"
 )
 
-# On PostgreSQL a reservation is one call of ccportal_quota_book (migration 0015:
+# On PostgreSQL a reservation is one call of ccportal_quota_book (migration 0016:
 # rules.book_call in PL/pgSQL), so the key's row lock is held only while the server runs it
 # (a lock held across client round trips queues every process behind the slowest). Keep it in
 # step with rules.book_call and the Lua in redis.py; the store suite holds all three to the
@@ -149,7 +149,9 @@ class DatabaseStore(QuotaStore):
             siblings: list[AccountLedger] = []
             if share is not None:
                 account, siblings = self._select_flows(cursor, quota.ledger_id, share)
-                others = self._others_weight(cursor, quota, share, at, background=background)
+                others = self._others_weight(
+                    cursor, quota, share, at, fair=background or max_wait is not None
+                )
             changed, account_changed, booking = rules.book_call(
                 ledger,
                 quota,
@@ -366,9 +368,11 @@ class DatabaseStore(QuotaStore):
         return mine, siblings
 
     def _others_weight(
-        self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float, *, background: bool
+        self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float, *, fair: bool
     ) -> float:
-        if not (background and quota.fair_share):
+        """The other accounts' active weight, when the booking is one fair share applies to
+        (background, or interactive with a bound)."""
+        if not (fair and quota.fair_share):
             return 0.0
         cursor.execute(_ACCOUNT_OTHERS_WEIGHT, [quota.ledger_id, now, share.account_id])
         return float(cursor.fetchone()[0])

@@ -132,9 +132,6 @@ if account ~= '' then
             num(A.day_count + sib_count), ''}
   end
 end
-if not background and max_wait and slot - now > max_wait then
-  return {'busy', num(now), num(slot), num(first_day), num(L.day_count), ''}
-end
 local function save_account()
   A.weight = weight
   local values = {}
@@ -149,9 +146,9 @@ local function take_slot()
   if straddles then L.next_day_count = L.next_day_count + 1 end
   save()
 end
-if background and A and fair then
+-- The other accounts active on the key, each once, at the weight of its heaviest active flow.
+local function others_weight()
   redis.call('ZREMRANGEBYSCORE', lines, '-inf', num(now))
-  -- Each other active account once, at the weight of its heaviest active flow.
   local heaviest = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', lines, '(' .. num(now), '+inf')) do
     local owner = string.match(id, '^[^/]+')
@@ -162,8 +159,38 @@ if background and A and fair then
   end
   local others = 0
   for _, w in pairs(heaviest) do others = others + w end
+  return others
+end
+if not background and max_wait and A and fair then
   local clock = A.anchor_turn + math.max(0, now - A.anchor_at) * A.rate
-  local rate = (weight / (1 + sib_active)) / (spacing * (weight + others))
+  local rate = (weight / (1 + sib_active)) / (spacing * (weight + others_weight()))
+  local reach = clock + max_wait * rate
+  local next_turn = math.max(A.next_turn, clock)
+  local turn_due = next_turn <= reach + tolerance or L.next_slot_at + spacing <= now
+  if not turn_due or slot - now > max_wait then
+    local at = slot
+    if not turn_due then at = math.max(slot, now + (next_turn - clock) / rate) end
+    local asking_until = now + math.max(1, math.ceil(at - now - max_wait)) + 1 / rate
+    if asking_until > A.active_until then
+      A.active_until = asking_until
+      save_account()
+    end
+    return {'busy', num(now), num(at), num(first_day), num(L.day_count), ''}
+  end
+  A.anchor_at, A.anchor_turn, A.rate = now, clock, rate
+  A.next_turn = math.min(next_turn, reach) + 1
+  A.active_until = math.max(now + (A.next_turn - clock) / rate, slot + 1 / rate)
+  A.day_count = A.day_count + 1
+  take_slot()
+  save_account()
+  return {'granted', num(now), num(slot), num(first_day), num(L.day_count), ''}
+end
+if not background and max_wait and slot - now > max_wait then
+  return {'busy', num(now), num(slot), num(first_day), num(L.day_count), ''}
+end
+if background and A and fair then
+  local clock = A.anchor_turn + math.max(0, now - A.anchor_at) * A.rate
+  local rate = (weight / (1 + sib_active)) / (spacing * (weight + others_weight()))
   local reach = clock + horizon * rate
   local next_turn = math.max(A.next_turn, clock)
   local idle = L.next_slot_at + spacing <= now

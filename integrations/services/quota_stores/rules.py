@@ -56,7 +56,22 @@ conserving). An idle account saves up no turns (its next turn is never behind it
 caller whose turn has come but whose slot went to another waits in the key's background line
 (above), keeping its ticket. A key whose next slot passed unclaimed serves whoever asks. With
 one account on the key ``W = w``, the clock runs at one turn per spacing and bookings are as
-without accounts. Interactive calls ignore the clocks and keep their priority and reserve.
+without accounts. Interactive calls keep their priority and reserve: an unbounded one (the
+portal's pages and services) ignores the clocks.
+
+Fair share of bounded interactive calls (the proxy's). Applications mostly call through the
+proxy on the interactive lane, each call bounded by the lane's maximum wait, and a loop there
+must not take the key from the other accounts and tokens either. So a bounded interactive call
+takes its flow's next turn too, on the same clock as the flow's background calls, and is
+granted the key's next slot only while that turn is within its bound of the clock (``reach =
+clock + max_wait * rate``); otherwise nothing is booked and the answer is ``BUSY`` at the time
+the turn comes (the caller may ask again once it is within the bound). A flow can therefore
+hold at most its share of the slots within the bound, and another flow's call finds a slot
+within its own bound rather than behind a whole bound's worth of the first. A key whose slot
+went by unclaimed serves whoever asks, here too; a flow served so owes no more turns than its
+bound (its next turn never passes ``reach + 1``), so slots nobody wanted are not held against
+it later. Alone on the key a flow's clock runs at one turn per spacing and the turn bound is
+the slot bound: bookings are as without accounts.
 
 Flows within an account. An account's calls reach the key through several doors: the portal's
 own code (jobs, views, the service layer) and each portal token of the proxy. Each door is a
@@ -195,6 +210,12 @@ class Booking:
         return max(0.0, self.at - self.now)
 
 
+def busy_retry_after(wait: float, max_wait: float) -> int:
+    """The whole seconds after which a caller told ``BUSY`` (its call would wait ``wait``,
+    more than its ``max_wait``) should ask again: HTTP's ``Retry-After`` for it."""
+    return max(1, math.ceil(wait - max_wait))
+
+
 def day_number(at: float) -> int:
     return math.floor(at / SECONDS_PER_DAY)
 
@@ -296,9 +317,26 @@ def book_call(
                 None,
                 Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, spent),
             )
+    fair = share is not None and mine is not None and quota.fair_share
+    active_siblings = sum(1 for sibling in siblings if sibling.active_until > now)
+    if fair and not background and max_wait is not None:
+        return _book_bounded_fair(
+            current,
+            mine,
+            quota,
+            share,
+            now=now,
+            slot=slot,
+            spacing=spacing,
+            first_day=first_day,
+            straddles=straddles,
+            others_weight=others_weight,
+            active_siblings=active_siblings,
+            max_wait=max_wait,
+        )
     if not background and max_wait is not None and slot - now > max_wait:
         return None, None, Booking(Outcome.BUSY, now, slot, first_day, current.day_count)
-    if background and share and mine and quota.fair_share:
+    if fair and background:
         return _book_fair(
             current,
             mine,
@@ -310,7 +348,7 @@ def book_call(
             first_day=first_day,
             straddles=straddles,
             others_weight=others_weight,
-            active_siblings=sum(1 for sibling in siblings if sibling.active_until > now),
+            active_siblings=active_siblings,
         )
     if background and slot > now + quota.horizon:
         turn = max(slot - quota.horizon, current.background_line_at)
@@ -345,10 +383,8 @@ def _book_fair(
     # The flow's clock: turns (one per call) pass at ``rate`` per second since the anchor;
     # re-anchored now at the rate the key's active weight and the account's active flows give
     # it from now on.
-    clock = mine.anchor_turn + max(0.0, now - mine.anchor_at) * mine.rate
-    rate = (share.weight / (1 + active_siblings)) / (
-        spacing * (share.weight + max(others_weight, 0.0))
-    )
+    clock = _clock(mine, now)
+    rate = _flow_rate(share, spacing, others_weight, active_siblings)
     reach = clock + horizon * rate  # the turns whose time is within the horizon
     next_turn = max(mine.next_turn, clock)  # an idle account saves up no turns
     idle_key = current.next_slot_at + spacing <= now  # a slot went by unclaimed
@@ -370,6 +406,68 @@ def _book_fair(
         day_count=mine.day_count + 1,
     )
     return booked, counted, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def _book_bounded_fair(
+    current: Ledger,
+    mine: AccountLedger,
+    quota: KeyQuota,
+    share: AccountShare,
+    *,
+    now: float,
+    slot: float,
+    spacing: float,
+    first_day: int,
+    straddles: bool,
+    others_weight: float,
+    active_siblings: int,
+    max_wait: float,
+) -> tuple[Ledger | None, AccountLedger | None, Booking]:
+    """A bounded interactive booking for an account's flow: granted while both its slot and
+    its turn are within its bound (see the module's docstring)."""
+    clock = _clock(mine, now)
+    rate = _flow_rate(share, spacing, others_weight, active_siblings)
+    reach = clock + max_wait * rate
+    next_turn = max(mine.next_turn, clock)
+    idle_key = current.next_slot_at + spacing <= now
+    turn_due = next_turn <= reach + TURN_TOLERANCE or idle_key
+    if not turn_due or slot - now > max_wait:
+        # When the call could be served: its slot, or its turn if that comes later. A flow
+        # turned away stays active until its caller asks again, so the others make room.
+        at = slot if turn_due else max(slot, now + (next_turn - clock) / rate)
+        asking_until = now + busy_retry_after(at - now, max_wait) + 1.0 / rate
+        waiting = (
+            dataclasses.replace(mine, active_until=asking_until, weight=share.weight)
+            if asking_until > mine.active_until
+            else None
+        )
+        return None, waiting, Booking(Outcome.BUSY, now, at, first_day, current.day_count)
+    booked = _take_slot(current, slot=slot, spacing=spacing, straddles=straddles)
+    anchored = _anchored(
+        mine, now=now, clock=clock, rate=rate, next_turn=min(next_turn, reach) + 1.0, share=share
+    )
+    # A caller waiting for its slot keeps its flow active until a turn past it.
+    counted = dataclasses.replace(
+        anchored,
+        active_until=max(anchored.active_until, slot + 1.0 / rate),
+        day_count=mine.day_count + 1,
+    )
+    return booked, counted, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
+
+
+def _clock(mine: AccountLedger, now: float) -> float:
+    """The flow's clock at ``now``: the turns passed since its anchor."""
+    return mine.anchor_turn + max(0.0, now - mine.anchor_at) * mine.rate
+
+
+def _flow_rate(
+    share: AccountShare, spacing: float, others_weight: float, active_siblings: int
+) -> float:
+    """Turns per second for the flow from now on: its account's weight over the key's active
+    weight, split between the account's active flows, one key slot per spacing."""
+    return (share.weight / (1 + active_siblings)) / (
+        spacing * (share.weight + max(others_weight, 0.0))
+    )
 
 
 def _fair_wait(

@@ -194,6 +194,36 @@ def test_an_account_cap_holds_across_processes_while_others_go_on(store, process
 
 
 @pytest.mark.slow
+def test_an_app_flooding_the_interactive_lane_leaves_the_others_their_share(store, processes):
+    """Six processes flood account A's token 1 with bounded interactive bookings (asking again
+    at once, refused or not), one process calls through A's token 2 and one through account
+    B's token, one call at a time. The quiet two are served at their share of the key, where
+    first come, first served would leave them the few slots the flood does not hold."""
+    api_key = custom_key(per_second=20, per_day=100_000)
+    a, b = ConnectedAccountFactory(api_key=api_key), ConnectedAccountFactory(api_key=api_key)
+    until = time.time() + 0.4 + 6
+    common = {"work": "proxied_calls", "api_key_id": api_key.pk, "max_wait": 1.0, "until": until}
+    tasks = [
+        *(
+            {**common, "account_id": a.pk, "token": 1, "in_flight": True, "retry": 0.02}
+            for _ in range(6)
+        ),
+        {**common, "account_id": a.pk, "token": 2, "in_flight": False},
+        {**common, "account_id": b.pk, "token": 3, "in_flight": False},
+    ]
+    answers = [answer for batch in processes.race(store, tasks) for answer in batch]
+
+    granted = [answer for answer in answers if answer["outcome"] == "granted"]
+    counts = {flow: sum(answer["flow"] == flow for answer in granted) for flow in (1, 2, 3)}
+    total = sum(counts.values())
+    assert counts[2] >= 0.5 * total / 4  # half of A's half
+    assert counts[3] >= 0.5 * total / 2
+    assert counts[1] <= 0.6 * total
+    slots = sorted(answer["slot"] for answer in granted)
+    assert min(b - a for a, b in itertools.pairwise(slots)) >= 1.05 / 20 - 1e-6
+
+
+@pytest.mark.slow
 def test_daily_budget_is_never_exceeded_when_eight_processes_race_for_it(store, processes):
     api_key = custom_key(per_second=1000, per_day=50)  # its ledger row does not exist yet
     tasks = [{"work": "reserve_calls", "api_key_id": api_key.pk, "count": 13}] * PROCESSES

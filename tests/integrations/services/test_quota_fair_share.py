@@ -241,3 +241,71 @@ def test_a_capped_account_under_load_through_tokens_never_passes_its_cap(store):
     )
     assert sum(n for flow, n in result.granted.items() if flow != free) == 40
     assert sum(n for flow, n in result.refused.items() if flow != free) == 8
+
+
+# --- bounded interactive calls: the proxy's default lane -------------------------------------
+
+MAX_WAIT = 5.0
+
+
+def test_an_app_flooding_the_interactive_lane_leaves_the_others_their_share(store, settings):
+    """Account A's token 1 keeps 40 proxied calls in flight (more than fit in the 5 s bound),
+    its token 2 and account B one each, all interactive: the quiet ones are served at their
+    share, not told 429 behind a bound the busy app filled."""
+    quota, (a, b) = key_with_accounts(2)
+    busy, quiet = (a, 1), (a, 2)
+    callers = {busy: 40, quiet: 1, b: 1}
+    bounded = dict.fromkeys(callers, MAX_WAIT)
+
+    result = simulate(store.store, quota, callers=callers, start=NOON, seconds=60, bounded=bounded)
+
+    rates = {flow: result.granted[flow] / 60 for flow in callers}
+    key_rate = sum(rates.values())
+    assert key_rate >= 0.95 * 4 / 1.05
+    assert rates[quiet] >= 0.9 * key_rate / 4  # a quarter: half of A's half
+    assert rates[b] >= 0.75 * key_rate / 2  # one caller, each call waiting its slot
+    assert rates[busy] <= key_rate / 2
+    slots = sorted(result.slots)
+    assert min(later - earlier for earlier, later in itertools.pairwise(slots)) >= SPACING - 1e-6
+
+    settings.CC_QUOTA_FAIR_SHARE = False  # first come, first served: the flood takes it all
+    quota, (a, b) = key_with_accounts(2)
+    callers = {(a, 1): 40, (a, 2): 1, b: 1}
+    starved = simulate(
+        store.store,
+        quota,
+        callers=callers,
+        start=NOON,
+        seconds=60,
+        bounded=dict.fromkeys(callers, MAX_WAIT),
+    )
+    assert starved.granted[(a, 2)] == starved.granted[b] == 0
+
+
+def test_two_accounts_flooding_the_interactive_lane_split_the_key(store):
+    quota, (a, b) = key_with_accounts(2)
+    result = simulate(
+        store.store,
+        quota,
+        callers={a: 40, b: 40},
+        start=NOON,
+        seconds=60,
+        bounded={a: MAX_WAIT, b: MAX_WAIT},
+    )
+    rates = result.rates(60)
+    assert sum(rates.values()) >= 0.95 * 4 / 1.05
+    assert jain(list(rates.values())) >= 0.98
+
+
+def test_a_lone_flow_on_the_interactive_lane_books_as_without_fair_share(store, settings):
+    """Alone on the key the turn bound is the slot bound: the same slots, the same refusals."""
+    runs = []
+    for fair in (True, False):
+        settings.CC_QUOTA_FAIR_SHARE = fair
+        quota, (a,) = key_with_accounts(1)
+        result = simulate(
+            store.store, quota, callers={a: 40}, start=NOON, seconds=30, bounded={a: MAX_WAIT}
+        )
+        runs.append((sorted(result.slots), result.busy[a]))
+    assert runs[0] == runs[1]
+    assert runs[0][1] > 0  # the bound was reached

@@ -1,7 +1,9 @@
 """Callers of several accounts booking one key, on a simulated clock, against a real store.
 
 Every caller books, and when granted "sends" at its slot and books again ``call_seconds``
-later; when deferred it comes back at its turn with its ticket. The store decides everything
+later; when deferred it comes back at its turn with its ticket. A caller of a flow in
+``bounded`` books on the interactive lane with that maximum wait, as the proxy does, and when
+told BUSY asks again after the Retry-After the proxy would answer. The store decides everything
 (``now=`` is injected), so the run is deterministic and every store must give the same shares.
 
 Callers are counted per flow: an account id (the portal's own calls) or ``(account id, portal
@@ -15,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from integrations.services.quota_stores import Outcome, QuotaStore
-from integrations.services.quota_stores.rules import AccountShare, KeyQuota
+from integrations.services.quota_stores.rules import AccountShare, KeyQuota, busy_retry_after
 
 Flow = int | tuple[int, int]
 
@@ -26,6 +28,9 @@ class SimResult:
     asks: Counter = field(default_factory=Counter)
     slots: list[float] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
+    busy: Counter = field(default_factory=Counter)
+    #: Per flow, the longest a granted call waited for its slot.
+    longest_wait: Counter = field(default_factory=Counter)
 
     def rates(self, seconds: float) -> dict[Flow, float]:
         return {account: n / seconds for account, n in self.granted.items()}
@@ -42,11 +47,12 @@ def simulate(
     caps: dict[int, int] | None = None,
     call_seconds: float = 0.02,
     pauses: dict[Flow, float] | None = None,
+    bounded: dict[Flow, float] | None = None,
 ) -> SimResult:
     """Run ``callers`` ({flow: number of callers}) for ``seconds`` from ``start``; a flow in
     ``pauses`` waits that long after each call before its next. ``weights`` and ``caps`` are
     per account."""
-    weights, caps, pauses = weights or {}, caps or {}, pauses or {}
+    weights, caps, pauses, bounded = weights or {}, caps or {}, pauses or {}, bounded or {}
     result = SimResult()
     flows = list(callers)
     queue: list[tuple[float, int, int, float | None]] = []
@@ -69,16 +75,24 @@ def simulate(
             ticket=ticket,
             token_id=token,
         )
-        booking = store.reserve(quota, background=True, now=at, share=share)
+        max_wait = bounded.get(flow)
+        booking = store.reserve(
+            quota, background=max_wait is None, now=at, share=share, max_wait=max_wait
+        )
         result.asks[flow] += 1
         if booking.outcome is Outcome.GRANTED:
             if booking.at < end:
                 result.granted[flow] += 1
                 result.slots.append(booking.at)
+                result.longest_wait[flow] = max(result.longest_wait[flow], booking.wait)
             after = call_seconds + pauses.get(flow, 0.0)
             heapq.heappush(queue, (booking.at + after, caller, index, None))
         elif booking.outcome is Outcome.DEFERRED:
             heapq.heappush(queue, (booking.at, caller, index, booking.ticket))
+        elif booking.outcome is Outcome.BUSY:
+            result.busy[flow] += 1
+            retry_after = busy_retry_after(booking.wait, max_wait)
+            heapq.heappush(queue, (at + retry_after, caller, index, None))
         else:
             result.refused[flow] += 1  # capped or spent: this caller stops for the day
     return result

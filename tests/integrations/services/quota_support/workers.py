@@ -123,6 +123,36 @@ def reserve_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
     return answers
 
 
+def proxied_calls(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bounded interactive bookings for ``account_id`` through portal token ``token`` until
+    ``until``, as proxied callers make them. ``in_flight`` false: one caller, which waits for
+    each slot before asking again; true: a flood that asks again at once, with as many calls
+    in flight as the bound lets it have. A refused caller asks again after ``retry`` seconds
+    (the flood's impatience) or the Retry-After it was told."""
+    from integrations.models import ConnectedAccount
+    from integrations.services.quota import QuotaBusy, quota_reserve
+
+    api_key = _prepare(task)
+    account = ConnectedAccount.objects.get(pk=task["account_id"])
+    answers: list[dict[str, Any]] = []
+    while time.time() < task["until"]:
+        try:
+            reservation = quota_reserve(
+                api_key=api_key,
+                account=account,
+                proxy_token_id=task["token"],
+                max_wait=task["max_wait"],
+            )
+        except QuotaBusy as busy:
+            answers.append({"flow": task["token"], "outcome": "busy"})
+            time.sleep(task.get("retry", busy.retry_after))
+            continue
+        answers.append({"flow": task["token"], "outcome": "granted", "slot": reservation.send_at})
+        if not task["in_flight"]:
+            time.sleep(max(0.0, reservation.send_at - time.time()))
+    return answers
+
+
 def reserve_token_slots(task: dict[str, Any]) -> list[float]:
     from integrations.services.quota import token_slot_reserve
 
