@@ -1,7 +1,7 @@
 """How a key's calls are shared between the accounts connected through it.
 
     .venv/bin/python bench/bench_fair_share.py [--seconds 60] [--store database|redis]
-                                               [--scenarios fair,fcfs,weights,cap,tokens]
+                                    [--scenarios fair,fcfs,weights,cap,tokens,interactive]
 
 Everything runs on loopback: the sandbox (started here) stands in for CC and delays every
 arrival by 0-20 ms; a throw-away SQLite database holds the portal's keys and accounts (and the
@@ -19,13 +19,18 @@ account. Scenarios (each on a fresh standard key, 4 calls/s):
 * ``tokens``: account A reached through two portal tokens of the proxy (``cc_forward``, as the
   proxy sends), eight callers on token X and one on token Y, plus one caller of A's own; account
   B one caller. B keeps half the key and A's half is split between its three flows.
+* ``interactive``: the proxy's default lane, each call bounded by its 5 s maximum wait. Account
+  A's token X floods it (40 calls in flight, each asking again after the Retry-After it is
+  told), A's token Y and account B's token Z have one caller each; then the same first come,
+  first served. The quiet two keep their share instead of being told 429 behind a bound the
+  flood filled.
 
 Printed: each account's calls/s answered over the measured window (the first second is
 warm-up), Jain's fairness index over the backlogged accounts, the key's utilisation against
 its 4/s, the throttled 429s the sandbox answered, and the p50/p95 slot wait of the one-caller
 accounts (from the call log). Targets: Jain >= 0.98; each one-caller account >= 90% of its
 fair share; utilisation >= 95%; 0 throttled; weights ratio within 10% of 3; the cap never
-exceeded.
+exceeded; on the interactive lane each quiet flow >= 75% of its fair share.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class Caller:
     token_id: int = 0
     answered: list[float] = field(default_factory=list)
     capped: int = 0
+    busy: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     sync: dict[str, Any] = field(default_factory=dict)
 
@@ -89,33 +95,59 @@ def _apply(job: dict[str, Any]) -> Any:
 
 
 def _call(job: dict[str, Any]) -> Caller:
-    """Call through ``cc_call`` back to back until ``until``."""
+    """Call back to back until ``until``: through ``cc_call``, or as the proxy sends for
+    ``token_id`` (on ``lane``, from ``threads`` threads at once). A call told the key is busy
+    asks again after its Retry-After, as a CC client told 429 does."""
+    import threading
+
+    from django.db import connection
+
     from integrations.constant_contact.errors import CCError
     from integrations.services.gateway import cc_call
-    from integrations.services.quota import AccountCapReached
+    from integrations.services.quota import AccountCapReached, QuotaBusy
 
     account = _apply(job)
     token_id = job.get("token_id", 0)
+    lane = job.get("lane", "background")
     caller = Caller(account.pk, token_id)
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while time.time() < job["until"]:
+            try:
+                if token_id:
+                    _forward(account, token_id, lane=lane)
+                else:
+                    cc_call(account=account, method="GET", path="/contact_lists", lane=lane)
+                with lock:
+                    caller.answered.append(time.time())
+            except QuotaBusy as busy:
+                with lock:
+                    caller.busy += 1
+                time.sleep(busy.retry_after)
+            except AccountCapReached:
+                with lock:
+                    caller.capped += 1
+                break
+            except CCError as exc:
+                with lock:
+                    name = type(exc).__name__
+                    caller.errors[name] = caller.errors.get(name, 0) + 1
+        connection.close()
+
     _sleep_until(job["start"])
-    while time.time() < job["until"]:
-        try:
-            if token_id:
-                _forward(account, token_id)
-            else:
-                cc_call(account=account, method="GET", path="/contact_lists", lane="background")
-            caller.answered.append(time.time())
-        except AccountCapReached:
-            caller.capped += 1
-            break
-        except CCError as exc:
-            name = type(exc).__name__
-            caller.errors[name] = caller.errors.get(name, 0) + 1
+    threads = [threading.Thread(target=loop) for _ in range(job.get("threads", 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return caller
 
 
-def _forward(account, token_id: int) -> None:
-    """One call as the proxy sends it for a portal token (its answer read and released)."""
+def _forward(account, token_id: int, *, lane: str) -> None:
+    """One call as the proxy sends it for a portal token (its answer read and released),
+    bounded by the proxy's maximum wait for the lane."""
+    from integrations import conf
     from integrations.services.gateway import cc_forward
 
     exchange = cc_forward(
@@ -125,8 +157,8 @@ def _forward(account, token_id: int) -> None:
         body=None,
         content_type=None,
         accept="application/json",
-        lane="background",
-        max_wait=600.0,
+        lane=lane,
+        max_wait=conf.proxy_max_wait(lane) if lane == "interactive" else 600.0,
         proxy_token_id=token_id,
     )
     exchange.response.close()
@@ -447,12 +479,80 @@ def _tokens(pool, sandbox, options) -> list[str]:
     return missed + ([f"{run.throttled} throttled 429s"] if run.throttled else [])
 
 
+def _interactive(pool, sandbox, options) -> list[str]:
+    from integrations import conf
+    from integrations.models import ConnectedAccount
+    from integrations.services.proxy_tokens import proxy_token_create
+
+    missed: list[str] = []
+    print(
+        f"\ninteractive: proxied calls on the interactive lane, each bounded by "
+        f"{conf.proxy_max_wait('interactive'):g} s, {options.seconds:g} s each"
+    )
+    for fair in (True, False):
+        name = "interactive" if fair else "interactive-fcfs"
+        client_id, (a, b), _ = _key_with_accounts(sandbox, name, 2)
+        account_a, account_b = ConnectedAccount.objects.filter(pk__in=(a, b)).order_by("pk")
+        x, y, z = (
+            proxy_token_create(name=f"{client_id}-{t}", accounts=[account])[0].pk
+            for t, account in (("x", account_a), ("y", account_a), ("z", account_b))
+        )
+        plan = [
+            {"account_id": a, "token_id": x, "lane": "interactive", "threads": 20},
+            {"account_id": a, "token_id": x, "lane": "interactive", "threads": 20},
+            {"account_id": a, "token_id": y, "lane": "interactive"},
+            {"account_id": b, "token_id": z, "lane": "interactive"},
+        ]
+        run = _race(
+            pool,
+            sandbox,
+            name,
+            plan,
+            ids=[a, b],
+            client_id=client_id,
+            fair=fair,
+            seconds=options.seconds,
+        )
+        flows = {
+            "A via token X (40 in flight)": (a, x),
+            "A via token Y (1 caller)": (a, y),
+            "B via token Z (1 caller)": (b, z),
+        }
+        by_flow = run.rates(by_token=True)
+        rates = {label: by_flow.get(flow, 0.0) for label, flow in flows.items()}
+        told = {
+            label: sum(c.busy for c in run.callers if (c.account_id, c.token_id) == flow)
+            for label, flow in flows.items()
+        }
+        total = sum(rates.values())
+        shares = dict(zip(flows, (1 / 4, 1 / 4, 1 / 2), strict=True))
+        print(f"  {'fair share' if fair else 'first come, first served'}:")
+        for label, rate in rates.items():
+            print(
+                f"    {label:29s} {rate:.2f}/s = {rate / total:.1%} of the key (fair: "
+                f"{shares[label]:.1%}); told 429 {told[label]} times"
+            )
+        print(f"    key {total:.2f}/s ({total / 4:.1%} of 4/s); throttled {run.throttled}")
+        if not fair:
+            continue
+        missed += [
+            f"interactive: {label} got {rates[label] / total:.1%} < 75% of {share:.1%}"
+            for label, share in shares.items()
+            if label != "A via token X (40 in flight)" and rates[label] / total < 0.75 * share
+        ]
+        if total / 4 < 0.95:
+            missed.append(f"interactive: utilisation {total / 4:.1%} < 95%")
+        if run.throttled:
+            missed.append(f"interactive: {run.throttled} throttled 429s")
+    return missed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured run of fair/fcfs")
     parser.add_argument("--store", choices=["database", "redis"], default="database")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    parser.add_argument("--scenarios", default="fair,fcfs,weights,cap,tokens")
+    parser.add_argument("--scenarios", default="fair,fcfs,weights,cap,tokens,interactive")
     options = parser.parse_args()
     chosen = [s.strip() for s in options.scenarios.split(",") if s.strip()]
 
@@ -474,7 +574,7 @@ def main() -> int:
 
         sandbox.set_jitter(0, JITTER_MS)
         print(
-            f"Fair share: background callers as real processes, {os.cpu_count()} CPUs, ledger "
+            f"Fair share: callers as real processes, {os.cpu_count()} CPUs, ledger "
             f"{settings.CC_QUOTA_STORE.rsplit('.', 1)[-1]}, sandbox jitter 0-{JITTER_MS} ms"
         )
         context = multiprocessing.get_context("spawn")
@@ -496,6 +596,8 @@ def main() -> int:
                     missed += _cap(pool, sandbox, options)
                 if "tokens" in chosen:
                     missed += _tokens(pool, sandbox, options)
+                if "interactive" in chosen:
+                    missed += _interactive(pool, sandbox, options)
         finally:
             sandbox.clear_faults()
             shutil.rmtree(var_dir, ignore_errors=True)
