@@ -4,7 +4,8 @@ The view reads the request, asks ``services.proxy`` to send it, and streams CC's
 with ``X-CC-Quota-Remaining`` and ``X-CC-Call-Id``. When ccportal itself refuses, the answer is
 JSON shaped like CC's errors (``error_key``, ``error_message``), so existing CC client code
 handles it: 401 bad token, 403 account outside the token, 409 account needs a reconnect, 413
-body too large, 400 a path that leaves /v3 or a bad header, 429 with ``Retry-After`` when the
+body too large, 400 a path that leaves /v3 or a bad header, 403 plain HTTP where the portal
+requires HTTPS (``SECURE_SSL_REDIRECT``), 429 with ``Retry-After`` when the
 lane's budget or the account's cap is spent or the slot is further than the lane waits, 503
 when the quota store does not answer, 502/504 when CC does not.
 """
@@ -15,6 +16,7 @@ import logging
 import math
 from http import HTTPStatus
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -61,6 +63,15 @@ def _body(request: HttpRequest) -> bytes:
 
 @csrf_exempt
 def proxy(request: HttpRequest, path: str) -> HttpResponse:
+    if settings.SECURE_SSL_REDIRECT and not request.is_secure():
+        # Where pages redirect to HTTPS, the proxy refuses instead: a client that follows a
+        # redirect sends its token in clear once for every call.
+        return _error(
+            HTTPStatus.FORBIDDEN,
+            "https_required",
+            "The proxy answers over HTTPS only: call it with https://. A token already sent "
+            "over plain HTTP should be revoked.",
+        )
     query = request.META.get("QUERY_STRING", "")
     cc_path = "/" + path + (f"?{query}" if query else "")
     try:

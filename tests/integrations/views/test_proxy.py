@@ -344,6 +344,23 @@ def test_an_unknown_lane_is_400(proxy_client, app_token):
     _refusal(response, HTTPStatus.BAD_REQUEST, "bad_request")
 
 
+def test_plain_http_is_refused_where_the_portal_requires_https(
+    sent, proxy_client, settings, app_token, cc_app
+):
+    """Pages redirect to HTTPS; the proxy refuses, so no client resends its token in clear."""
+    settings.SECURE_SSL_REDIRECT = True
+    _, secret = app_token
+    body = _refusal(
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists"),
+        HTTPStatus.FORBIDDEN,
+        "https_required",
+    )
+    assert "https://" in body["error_message"] and secret not in body["error_message"]
+    assert sent() == 0
+    secure = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists", secure=True)
+    assert secure.status_code == HTTPStatus.OK
+
+
 def test_the_call_log_and_the_key_panel_name_the_app(proxy_client, staff_client, cc_app, app_token):
     _, secret = app_token
     response = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")
