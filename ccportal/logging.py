@@ -30,6 +30,23 @@ class LoggerFloor(logging.Filter):
         return True
 
 
+class QuietBackpressure(logging.Filter):
+    """Drops Django's warning for each 429 the proxy answers.
+
+    Telling an application to come back later is the proxy's everyday work, not an event: a
+    client that floods the interactive lane would otherwise write a line per refused call.
+    The call log's per-key figures and gunicorn's access log still show every one; other
+    refusals (a bad token, a path outside /v3) are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        return not (
+            getattr(record, "status_code", None) == 429
+            and getattr(request, "path", "").startswith("/proxy/")
+        )
+
+
 #: Query parameters and form fields whose values are secrets wherever they appear: the PKCE
 #: verifier, tokens and client secrets.
 SECRET_PARAMETERS = (

@@ -350,6 +350,8 @@ LOGGING = {
         "secrets": {"()": "ccportal.logging.SecretScrubber"},
         # Task start/finish lines every 15 s (the watchdog) would drown the console; failed
         # tasks are logged as errors and still show. LOG_LEVEL=DEBUG shows everything.
+        # The proxy's 429s (a busy key, a spent budget) are answers, not events.
+        "backpressure": {"()": "ccportal.logging.QuietBackpressure"},
         "task_chatter": {
             "()": "ccportal.logging.LoggerFloor",
             "floors": {}
@@ -365,5 +367,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "django.request": {"filters": ["backpressure"]},
+    },
 }

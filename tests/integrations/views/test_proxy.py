@@ -4,6 +4,7 @@ never sees CC's token, and gets a CC-shaped answer whenever ccportal itself refu
 from __future__ import annotations
 
 import json
+import logging
 from http import HTTPStatus
 
 import pytest
@@ -342,6 +343,20 @@ def test_an_unknown_lane_is_400(proxy_client, app_token):
         proxy_client, secret, "GET", "/proxy/v3/contact_lists", headers={"X-CC-Lane": "fast"}
     )
     _refusal(response, HTTPStatus.BAD_REQUEST, "bad_request")
+
+
+def test_a_429_writes_no_log_line_but_a_bad_token_still_does(
+    proxy_client, cc_app, app_token, caplog
+):
+    """A flooding client is told 429 many times a second; its log would drown the rest."""
+    _, secret = app_token
+    quota_pause(api_key=cc_app.api_key, seconds=30)
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        busy = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")
+        unknown = _call(proxy_client, "ccp_not-a-token", "GET", "/proxy/v3/contact_lists")
+    assert (busy.status_code, unknown.status_code) == (429, 401)
+    logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert logged == ["Unauthorized: /proxy/v3/contact_lists"]
 
 
 def test_plain_http_is_refused_where_the_portal_requires_https(
