@@ -31,20 +31,17 @@ class LoggerFloor(logging.Filter):
 
 
 class QuietBackpressure(logging.Filter):
-    """Drops Django's warning for each 429 the proxy answers.
+    """Drops Django's warning for each 429 the proxy answers by itself (a busy key, a spent
+    budget; the view marks the request ``proxy_backpressure``).
 
     Telling an application to come back later is the proxy's everyday work, not an event: a
     client that floods the interactive lane would otherwise write a line per refused call.
-    The call log's per-key figures and gunicorn's access log still show every one; other
-    refusals (a bad token, a path outside /v3) are still logged.
+    gunicorn's access log still shows every one; other refusals (a bad token, a path outside
+    /v3) and a 429 from CC itself are still logged.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request = getattr(record, "request", None)
-        return not (
-            getattr(record, "status_code", None) == 429
-            and getattr(request, "path", "").startswith("/proxy/")
-        )
+        return not getattr(getattr(record, "request", None), "proxy_backpressure", False)
 
 
 #: Query parameters and form fields whose values are secrets wherever they appear: the PKCE

@@ -187,6 +187,9 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# The proxy refuses plain HTTP instead of redirecting (integrations/views/proxy.py): a client
+# that follows a redirect sends its token in clear on every call.
+SECURE_REDIRECT_EXEMPT = [r"^proxy/"]
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

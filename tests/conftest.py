@@ -107,9 +107,9 @@ def proxy_client():
     ``/proxy/``."""
     from django.test.client import Client, ClientHandler
 
-    from ccportal.wsgi import WithoutMiddleware
+    from ccportal.wsgi import ProxyDoor
 
-    class ProxyClientHandler(WithoutMiddleware, ClientHandler):
+    class ProxyClientHandler(ProxyDoor, ClientHandler):
         pass
 
     made = Client()

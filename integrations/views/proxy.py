@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from integrations import conf
 from integrations.constant_contact.errors import CCActivityQueueFull, CCTransportError
+from integrations.crypto import DecryptionError
 from integrations.errors import Unavailable
 from integrations.services import proxy as proxy_service
 from integrations.services.gateway import PathOutsideApi
@@ -61,8 +62,18 @@ def _body(request: HttpRequest) -> bytes:
     return body
 
 
+def _backpressure(request: HttpRequest, key: str, message: str, *, retry_after: int):
+    """429 from ccportal itself: come back in ``retry_after`` seconds. Marked on the request, so
+    the log leaves it out (``ccportal.logging.QuietBackpressure``)."""
+    request.proxy_backpressure = True
+    return _error(HTTPStatus.TOO_MANY_REQUESTS, key, message, Retry_After=str(retry_after))
+
+
 @csrf_exempt
 def proxy(request: HttpRequest, path: str) -> HttpResponse:
+    # The proxy's door runs no CommonMiddleware: the Host header is checked here (a bad one is
+    # Django's 400), before anything else is read.
+    request.get_host()
     if settings.SECURE_SSL_REDIRECT and not request.is_secure():
         # Where pages redirect to HTTPS, the proxy refuses instead: a client that follows a
         # redirect sends its token in clear once for every call.
@@ -86,18 +97,17 @@ def proxy(request: HttpRequest, path: str) -> HttpResponse:
             accept=request.headers.get("Accept"),
         )
     except QuotaBusy as busy:
-        return _error(
-            HTTPStatus.TOO_MANY_REQUESTS, "throttled", str(busy), Retry_After=str(busy.retry_after)
-        )
+        return _backpressure(request, "throttled", str(busy), retry_after=busy.retry_after)
     except QuotaExhausted as spent:
-        return _error(
-            HTTPStatus.TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            str(spent),
-            Retry_After=str(max(1, math.ceil(spent.wait))),
+        return _backpressure(
+            request, "quota_exceeded", str(spent), retry_after=max(1, math.ceil(spent.wait))
         )
     except CCActivityQueueFull as full:
-        return _error(HTTPStatus.TOO_MANY_REQUESTS, "throttled", str(full), Retry_After="60")
+        return _backpressure(request, "throttled", str(full), retry_after=60)
+    except DecryptionError as unreadable:
+        # What ConfigurationErrorMiddleware says on pages, as the proxy's JSON.
+        logger.error("%s %s: %s", request.method, request.path, unreadable)
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "tokens_unreadable", str(unreadable))
     except CCTransportError as lost:
         status = HTTPStatus.GATEWAY_TIMEOUT if lost.timeout else HTTPStatus.BAD_GATEWAY
         return _error(status, "unreachable", str(lost))

@@ -11,6 +11,7 @@ import pytest
 import requests
 from django.db.models import F
 
+from integrations.crypto import DecryptionError
 from integrations.models import AccountLimiterState, AccountStatus, ApiCall, ConnectedAccount, Lane
 from integrations.services.budgets import account_budget_set
 from integrations.services.proxy_tokens import proxy_token_create, proxy_token_revoke
@@ -357,6 +358,20 @@ def test_a_429_writes_no_log_line_but_a_bad_token_still_does(
     assert (busy.status_code, unknown.status_code) == (429, 401)
     logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
     assert logged == ["Unauthorized: /proxy/v3/contact_lists"]
+
+
+def test_tokens_no_key_opens_are_a_json_500_naming_the_fix(proxy_client, app_token, monkeypatch):
+    def unreadable(**kwargs):
+        raise DecryptionError("No key in FIELD_ENCRYPTION_KEYS opens a stored token.")
+
+    monkeypatch.setattr("integrations.services.proxy.proxy_forward", unreadable)
+    _, secret = app_token
+    body = _refusal(
+        _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists"),
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "tokens_unreadable",
+    )
+    assert "FIELD_ENCRYPTION_KEYS" in body["error_message"]
 
 
 def test_plain_http_is_refused_where_the_portal_requires_https(
