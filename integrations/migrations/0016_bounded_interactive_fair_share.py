@@ -30,24 +30,25 @@ _BOUNDED_FAIR = """    IF NOT p_background AND p_max_wait IS NOT NULL AND p_acco
                 v_at := GREATEST(slot, v_now + (v_next - clock) / v_rate);
             END IF;
             asking := v_now + GREATEST(1, ceil(v_at - v_now - p_max_wait)) + 1.0 / v_rate;
-            IF asking > a.active_until THEN
+            IF asking > a.active_until OR v_rate <> a.rate THEN
                 INSERT INTO integrations_accountlimiterstate AS s (
                     api_key_id, account_id, token, active_until, anchor_at, anchor_turn, rate,
                     next_turn, weight, day, day_count, updated_at
                 ) VALUES (
-                    p_key, p_account, p_token, asking, a.anchor_at, a.anchor_turn, a.rate,
-                    a.next_turn, p_weight, DATE '1970-01-01' + first_day, a_count,
+                    p_key, p_account, p_token, GREATEST(a.active_until, asking), v_now, clock,
+                    v_rate, a.next_turn, p_weight, DATE '1970-01-01' + first_day, a_count,
                     statement_timestamp()
                 )
                 ON CONFLICT (api_key_id, account_id, token) DO UPDATE SET
-                    active_until = excluded.active_until, weight = excluded.weight,
-                    day = excluded.day, day_count = excluded.day_count,
-                    updated_at = excluded.updated_at;
+                    active_until = excluded.active_until, anchor_at = excluded.anchor_at,
+                    anchor_turn = excluded.anchor_turn, rate = excluded.rate,
+                    weight = excluded.weight, day = excluded.day,
+                    day_count = excluded.day_count, updated_at = excluded.updated_at;
             END IF;
             RETURN QUERY SELECT 'busy'::text, v_now, v_at, first_day, cnt, NULL::float8;
             RETURN;
         END IF;
-        v_next := LEAST(v_next, reach) + 1.0;
+        v_next := v_next + 1.0;
         UPDATE integrations_keylimiterstate SET
             next_slot_at = slot + spacing, day = DATE '1970-01-01' + first_day,
             day_count = cnt + 1, next_day_count = next_cnt + straddles::integer,
@@ -58,7 +59,8 @@ _BOUNDED_FAIR = """    IF NOT p_background AND p_max_wait IS NOT NULL AND p_acco
             next_turn, weight, day, day_count, updated_at
         ) VALUES (
             p_key, p_account, p_token,
-            GREATEST(v_now + (v_next - clock) / v_rate, slot + 1.0 / v_rate), v_now, clock,
+            GREATEST(v_now + (v_next - clock) / v_rate, slot + 1.0 / v_rate, a.active_until),
+            v_now, clock,
             v_rate, v_next, p_weight, DATE '1970-01-01' + first_day, a_count + 1,
             statement_timestamp()
         )

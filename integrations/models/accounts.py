@@ -83,8 +83,8 @@ class ConnectedAccount(models.Model):
     )
     status_reason = models.TextField(blank=True)
 
-    # The account's part of its key (see services.budgets): weight in the key's fair share of
-    # background slots, and an optional daily cap in calls or as a share of the key's day.
+    # The account's part of its key (see services.budgets): weight in the key's fair share, and
+    # an optional daily cap in calls or as a share of the key's day.
     share_weight = models.PositiveSmallIntegerField(
         "weight",
         default=1,

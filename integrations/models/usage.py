@@ -47,10 +47,10 @@ class KeyLimiterState(models.Model):
 class AccountLimiterState(models.Model):
     """One flow of an account in its key's ledger (see ``services.quota_stores.rules``): the
     account's calls through one door (``token``: the portal token of the proxy they come
-    through, 0 for the portal's own calls), with its clock in the key's fair share of
-    background slots and its calls booked today for the account's cap.
+    through, 0 for the portal's own calls), with its clock in the key's fair share (background
+    calls and bounded interactive ones) and its calls booked today for the account's cap.
 
-    The clock counts turns, one per background call: ``anchor_turn`` at ``anchor_at`` (epoch
+    The clock counts turns, one per call booked in fair share: ``anchor_turn`` at ``anchor_at`` (epoch
     seconds), then ``rate`` turns per second; ``next_turn`` is the turn the account's next new
     call gets. ``weight`` (as last booked) counts in the key's active weight while
     ``active_until`` is in the future.

@@ -1,4 +1,4 @@
-"""An account's part of its key: its weight in the key's fair share of background slots, and
+"""An account's part of its key: its weight in the key's fair share, and
 an optional daily cap, in calls or as a share of the key's day.
 
 ``manage.py cc_accounts set-budget``, the admin and the account page all go through these

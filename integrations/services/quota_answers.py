@@ -141,6 +141,7 @@ class QuotaBusy(QuotaError):
         self.max_wait = max_wait
         self.retry_after = busy_retry_after(wait, max_wait)
         super().__init__(
-            f"Key {client_id} is busy: the next {lane} slot is {wait:.1f} s away, more than the "
+            f"Key {client_id} is busy: the next {lane} slot (or this caller's turn in the key's "
+            f"fair share) is {wait:.1f} s away, more than the "
             f"{max_wait:.0f} s a proxied call waits. Ask again in {self.retry_after} s."
         )

@@ -102,7 +102,7 @@ class Command(PortalCommand):
             "--weight",
             type=_whole_number,
             metavar="W",
-            help="the account's weight in the key's fair share of background slots (1-1000)",
+            help="the account's weight in the key's fair share (1-1000)",
         )
 
     def permission_for(self, options: dict[str, Any]) -> str | None:

@@ -171,15 +171,16 @@ if not background and max_wait and A and fair then
     local at = slot
     if not turn_due then at = math.max(slot, now + (next_turn - clock) / rate) end
     local asking_until = now + math.max(1, math.ceil(at - now - max_wait)) + 1 / rate
-    if asking_until > A.active_until then
-      A.active_until = asking_until
+    if asking_until > A.active_until or rate ~= A.rate then
+      A.anchor_at, A.anchor_turn, A.rate = now, clock, rate
+      A.active_until = math.max(A.active_until, asking_until)
       save_account()
     end
     return {'busy', num(now), num(at), num(first_day), num(L.day_count), ''}
   end
   A.anchor_at, A.anchor_turn, A.rate = now, clock, rate
-  A.next_turn = math.min(next_turn, reach) + 1
-  A.active_until = math.max(now + (A.next_turn - clock) / rate, slot + 1 / rate)
+  A.next_turn = next_turn + 1
+  A.active_until = math.max(now + (A.next_turn - clock) / rate, slot + 1 / rate, A.active_until)
   A.day_count = A.day_count + 1
   take_slot()
   save_account()

@@ -13,9 +13,9 @@ A call's slot is ``max(now, next_slot_at, paused_until)``; booking it moves ``ne
 one spacing past it.
 
 Lanes. Interactive calls book the next slot, unless the caller bounds its wait (``max_wait``)
-and the slot is further away: then nothing is booked and the answer is ``BUSY``, decided in the
-same atomic step as every booking, so however many callers ask at once none is given a slot
-beyond its bound. A background call books only a slot that
+and the slot is further away (or, booked for an account with fair share on, its turn: see
+below): then nothing is booked and the answer is ``BUSY``, decided in the same atomic step as
+every booking, so however many callers ask at once none is given a slot beyond its bound. A background call books only a slot that
 starts within ``horizon`` seconds of now; otherwise no slot is booked and it takes a place in
 the background line: it is told to come back at ``max(slot - horizon, background_line_at)``,
 and ``background_line_at`` moves one spacing past that. Background traffic therefore never
@@ -37,9 +37,10 @@ Stops. When CC answers ``quota_exceeded`` its day is spent whatever our count sa
 ``stopped_until`` (the day's reopening) refuses every booking whose slot is before it, in both
 lanes, until it passes or an operator lifts it.
 
-Fair share between accounts (background lane). Each account connected through the key keeps
-a clock of *turns* on the key (:class:`AccountLedger`), one turn per background call. At each of
-its bookings the clock is re-anchored at now and set to run at ``w / (spacing * W)`` turns per
+Fair share between accounts (background lane; bounded interactive calls below). Each account
+connected through the key keeps a clock of *turns* on the key (:class:`AccountLedger`), one
+turn per call it books in fair share. At each of its bookings the clock is re-anchored at now
+and set to run at ``w / (spacing * W)`` turns per
 second, where ``w`` is the account's weight and ``W`` the summed weight of the accounts active
 on the key (the account itself and every other whose ``active_until`` lies in the future). A
 new call takes the account's next turn (its *ticket*); while the clock is within the horizon of
@@ -68,10 +69,9 @@ clock + max_wait * rate``); otherwise nothing is booked and the answer is ``BUSY
 the turn comes (the caller may ask again once it is within the bound). A flow can therefore
 hold at most its share of the slots within the bound, and another flow's call finds a slot
 within its own bound rather than behind a whole bound's worth of the first. A key whose slot
-went by unclaimed serves whoever asks, here too; a flow served so owes no more turns than its
-bound (its next turn never passes ``reach + 1``), so slots nobody wanted are not held against
-it later. Alone on the key a flow's clock runs at one turn per spacing and the turn bound is
-the slot bound: bookings are as without accounts.
+went by unclaimed serves whoever asks, here too (the turn is taken all the same, as in the
+background lane). Alone on the key a flow's clock runs at one turn per spacing and the turn
+bound is the slot bound: bookings are as without accounts.
 
 Flows within an account. An account's calls reach the key through several doors: the portal's
 own code (jobs, views, the service layer) and each portal token of the proxy. Each door is a
@@ -162,7 +162,7 @@ class AccountLedger:
     """One flow's line and day count on one key (an account's calls through one door; see the
     module's docstring). ``day`` 0: nothing counted yet.
 
-    Its clock counts turns (one per background call): ``anchor_turn`` at ``anchor_at``, then
+    Its clock counts turns (one per call booked in fair share): ``anchor_turn`` at ``anchor_at``, then
     ``rate`` turns per second. ``next_turn`` is the turn its next new call gets. The account is
     active (its ``weight`` counts in the key's W) while ``active_until`` is in the future.
     """
@@ -435,21 +435,31 @@ def _book_bounded_fair(
         # When the call could be served: its slot, or its turn if that comes later. A flow
         # turned away stays active until its caller asks again, so the others make room.
         at = slot if turn_due else max(slot, now + (next_turn - clock) / rate)
+        # The clock is re-timed at the rate ``at`` was reckoned with (written only when that
+        # or the flow's activity changes: a burst of refusals writes once).
         asking_until = now + busy_retry_after(at - now, max_wait) + 1.0 / rate
         waiting = (
-            dataclasses.replace(mine, active_until=asking_until, weight=share.weight)
-            if asking_until > mine.active_until
+            dataclasses.replace(
+                mine,
+                anchor_at=now,
+                anchor_turn=clock,
+                rate=rate,
+                active_until=max(mine.active_until, asking_until),
+                weight=share.weight,
+            )
+            if asking_until > mine.active_until or rate != mine.rate
             else None
         )
         return None, waiting, Booking(Outcome.BUSY, now, at, first_day, current.day_count)
     booked = _take_slot(current, slot=slot, spacing=spacing, straddles=straddles)
     anchored = _anchored(
-        mine, now=now, clock=clock, rate=rate, next_turn=min(next_turn, reach) + 1.0, share=share
+        mine, now=now, clock=clock, rate=rate, next_turn=next_turn + 1.0, share=share
     )
-    # A caller waiting for its slot keeps its flow active until a turn past it.
+    # A caller waiting for its slot keeps its flow active until a turn past it, and callers
+    # turned away keep it active until they are back.
     counted = dataclasses.replace(
         anchored,
-        active_until=max(anchored.active_until, slot + 1.0 / rate),
+        active_until=max(anchored.active_until, slot + 1.0 / rate, mine.active_until),
         day_count=mine.day_count + 1,
     )
     return booked, counted, Booking(Outcome.GRANTED, now, slot, first_day, booked.day_count)
