@@ -127,7 +127,8 @@ def proxy_token_authenticate(authorization: str) -> ProxyCaller:
     """The caller an ``Authorization: Bearer ccp_…`` header names, if its token may be used now.
 
     The token, its accounts and their keys come back in one query: every proxied call starts
-    here, and each query less is time the caller does not wait."""
+    here, and each query less is time the caller does not wait. (A second one tells an unknown
+    token from one that covers no account any more.)"""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(PROXY_TOKEN_PREFIX):
