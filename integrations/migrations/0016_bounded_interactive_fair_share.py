@@ -30,7 +30,7 @@ _BOUNDED_FAIR = """    IF NOT p_background AND p_max_wait IS NOT NULL AND p_acco
                 v_at := GREATEST(slot, v_now + (v_next - clock) / v_rate);
             END IF;
             asking := v_now + GREATEST(1, ceil(v_at - v_now - p_max_wait)) + 1.0 / v_rate;
-            IF asking > a.active_until OR v_rate <> a.rate THEN
+            IF asking > a.active_until + 1.0 / v_rate OR v_rate <> a.rate THEN
                 INSERT INTO integrations_accountlimiterstate AS s (
                     api_key_id, account_id, token, active_until, anchor_at, anchor_turn, rate,
                     next_turn, weight, day, day_count, updated_at

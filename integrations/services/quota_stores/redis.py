@@ -171,7 +171,7 @@ if not background and max_wait and A and fair then
     local at = slot
     if not turn_due then at = math.max(slot, now + (next_turn - clock) / rate) end
     local asking_until = now + math.max(1, math.ceil(at - now - max_wait)) + 1 / rate
-    if asking_until > A.active_until or rate ~= A.rate then
+    if asking_until > A.active_until + 1 / rate or rate ~= A.rate then
       A.anchor_at, A.anchor_turn, A.rate = now, clock, rate
       A.active_until = math.max(A.active_until, asking_until)
       save_account()

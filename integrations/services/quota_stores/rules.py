@@ -435,8 +435,9 @@ def _book_bounded_fair(
         # When the call could be served: its slot, or its turn if that comes later. A flow
         # turned away stays active until its caller asks again, so the others make room.
         at = slot if turn_due else max(slot, now + (next_turn - clock) / rate)
-        # The clock is re-timed at the rate ``at`` was reckoned with (written only when that
-        # or the flow's activity changes: a burst of refusals writes once).
+        # The clock is re-timed at the rate ``at`` was reckoned with. Written only when that
+        # changes or the flow's activity would grow by more than a turn (it is kept a turn past
+        # when the caller is back): a burst of refusals writes once, not once per refusal.
         asking_until = now + busy_retry_after(at - now, max_wait) + 1.0 / rate
         waiting = (
             dataclasses.replace(
@@ -447,7 +448,7 @@ def _book_bounded_fair(
                 active_until=max(mine.active_until, asking_until),
                 weight=share.weight,
             )
-            if asking_until > mine.active_until or rate != mine.rate
+            if asking_until > mine.active_until + 1.0 / rate or rate != mine.rate
             else None
         )
         return None, waiting, Booking(Outcome.BUSY, now, at, first_day, current.day_count)
