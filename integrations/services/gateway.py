@@ -176,6 +176,7 @@ def cc_forward(
     lane: str,
     max_wait: float,
     proxy_token_id: int = 0,
+    account_just_read: bool = False,
 ) -> Exchange:
     """Send a request exactly as an application made it (the proxy's way out), and hand back
     CC's answer unread, to be streamed: ``path`` keeps its query string, ``body`` and
@@ -183,7 +184,9 @@ def cc_forward(
     authorised, retried and recorded as :func:`cc_call` does, except that a slot further away
     than ``max_wait`` seconds is refused with ``quota.QuotaBusy`` and CC's errors are answered,
     not raised: ``Exchange.error`` classifies them. ``proxy_token_id`` books the slot in the
-    token's part of the account's share. Close ``Exchange.response`` when done.
+    token's part of the account's share. ``account_just_read``: the account was read from the
+    database in this request (its tokens are not read again for the first attempt). Close
+    ``Exchange.response`` when done.
     """
     return _exchange(
         account=account,
@@ -196,6 +199,7 @@ def cc_forward(
         stream=True,
         max_wait=max_wait,
         proxy_token_id=proxy_token_id,
+        account_just_read=account_just_read,
     )
 
 
@@ -222,6 +226,7 @@ def _exchange(
     stream: bool = False,
     max_wait: float | None = None,
     proxy_token_id: int = 0,
+    account_just_read: bool = False,
 ) -> Exchange:
     method = method.upper()
     lane = Lane.check(lane)
@@ -245,7 +250,7 @@ def _exchange(
                 )
         # The token first: a refresh (or a slow database read) must not fall between the
         # booked slot and the send, or the call arrives late and crowds the next window.
-        token = access_token(account=account)
+        token = access_token(account=account, just_read=account_just_read and attempt == 1)
         version = account.token_version
         slot = quota.quota_acquire(
             api_key=api_key,

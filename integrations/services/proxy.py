@@ -158,6 +158,8 @@ def proxy_forward(
                 lane=lane,
                 max_wait=conf.proxy_max_wait(lane),
                 proxy_token_id=token.pk,
+                # Read with the portal token, a moment ago: not read again before the send.
+                account_just_read=True,
             )
     except AccountNotConnected as exc:
         raise AccountNeedsReconnect(str(exc), account=account) from None

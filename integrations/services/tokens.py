@@ -134,13 +134,18 @@ def token_is_due(account: ConnectedAccount, *, now: dt.datetime | None = None) -
     return not account.access_token or due_at is None or due_at <= (now or timezone.now())
 
 
-def access_token(*, account: ConnectedAccount, stale_version: int | None = None) -> str:
+def access_token(
+    *, account: ConnectedAccount, stale_version: int | None = None, just_read: bool = False
+) -> str:
     """A valid access token for ``account``; refreshes single-flight when it falls due.
 
     Pass ``stale_version`` (the ``token_version`` of a token CC just answered 401 to) to force
     one refresh — unless a sibling has already replaced that token, whose result is used.
+    ``just_read``: ``account`` was read from the database a moment ago, in this request (the
+    proxy reads it with the portal token), so its row is not read again first; a refresh
+    reads it again all the same.
     """
-    fresh = _reload(account)
+    fresh = account if just_read and stale_version is None else _reload(account)
     _require_connected(fresh)
     forced = stale_version is not None and stale_version == fresh.token_version
     if not forced and not token_is_due(fresh):

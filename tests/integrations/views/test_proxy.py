@@ -9,7 +9,9 @@ from http import HTTPStatus
 
 import pytest
 import requests
+from django.db import connection
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 
 from integrations.crypto import DecryptionError
 from integrations.models import AccountLimiterState, AccountStatus, ApiCall, ConnectedAccount, Lane
@@ -75,6 +77,17 @@ def test_a_get_reaches_cc_with_the_accounts_token_and_is_logged_under_the_tokens
         int(response["X-CC-Quota-Remaining"])
         == 10_000 - cc_app.sandbox.stats(cc_app.api_key.client_id).today_count
     )
+
+
+def test_a_proxied_call_reads_the_account_once(proxy_client, connected_account, app_token):
+    """With the portal token, in the same query; the token service does not read it again."""
+    _, secret = app_token
+    _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")  # the first use is written
+    with CaptureQueriesContext(connection) as queries:
+        response = _call(proxy_client, secret, "GET", "/proxy/v3/contact_lists")
+    assert response.status_code == HTTPStatus.OK
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert sum('"integrations_connectedaccount"' in sql for sql in reads) == 1
 
 
 def test_no_cc_token_ever_reaches_a_proxy_response(proxy_client, connected_account, app_token):
