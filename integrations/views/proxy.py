@@ -17,6 +17,7 @@ import math
 from http import HTTPStatus
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -31,6 +32,7 @@ from integrations.services.proxy_tokens import ProxyTokenRefused, proxy_token_au
 from integrations.services.quota import QuotaBusy, QuotaExhausted
 
 logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("django.security.DisallowedHost")
 
 #: Answers to refusals, by the error raised: status and CC-style ``error_key``.
 REFUSALS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
@@ -71,9 +73,13 @@ def _backpressure(request: HttpRequest, key: str, message: str, *, retry_after: 
 
 @csrf_exempt
 def proxy(request: HttpRequest, path: str) -> HttpResponse:
-    # The proxy's door runs no CommonMiddleware: the Host header is checked here (a bad one is
-    # Django's 400), before anything else is read.
-    request.get_host()
+    # The proxy's door runs no CommonMiddleware: the Host header is checked here, before
+    # anything else is read, and logged where Django logs a bad one.
+    try:
+        request.get_host()
+    except DisallowedHost as bad_host:
+        security_logger.error(str(bad_host))
+        return _error(HTTPStatus.BAD_REQUEST, "bad_request", "This host is not served here.")
     if settings.SECURE_SSL_REDIRECT and not request.is_secure():
         # Where pages redirect to HTTPS, the proxy refuses instead: a client that follows a
         # redirect sends its token in clear once for every call.

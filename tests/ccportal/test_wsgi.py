@@ -53,9 +53,12 @@ def test_a_proxy_request_for_a_host_not_allowed_is_refused_before_anything_is_re
         raise AssertionError("the token was looked up")
 
     monkeypatch.setattr("integrations.views.proxy.proxy_token_authenticate", unreachable)
-    status, _, _ = _serve("/proxy/v3/contact_lists", host="evil.example", Authorization="Bearer x")
+    status, _, body = _serve(
+        "/proxy/v3/contact_lists", host="evil.example", Authorization="Bearer x"
+    )
 
     assert status == HTTPStatus.BAD_REQUEST
+    assert json.loads(body)["error_key"] == "bad_request"
 
 
 @pytest.mark.django_db
