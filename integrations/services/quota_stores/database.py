@@ -145,12 +145,14 @@ class DatabaseStore(QuotaStore):
                 quota, background=background, now=now, share=share, max_wait=max_wait
             )
         with self._locked(quota, now) as (cursor, ledger, at):
-            account = others = None
+            account, others = None, 0.0
             siblings: list[AccountLedger] = []
             if share is not None:
                 account, siblings = self._select_flows(cursor, quota.ledger_id, share)
-                others = self._others_weight(
-                    cursor, quota, share, at, fair=background or max_wait is not None
+                others = (
+                    self._others_weight(cursor, quota, share, at)
+                    if rules.in_fair_share(quota, background, max_wait)
+                    else 0.0
                 )
             changed, account_changed, booking = rules.book_call(
                 ledger,
@@ -159,7 +161,7 @@ class DatabaseStore(QuotaStore):
                 now=at,
                 share=share,
                 account=account,
-                others_weight=others or 0.0,
+                others_weight=others,
                 siblings=siblings,
                 max_wait=max_wait,
             )
@@ -368,12 +370,9 @@ class DatabaseStore(QuotaStore):
         return mine, siblings
 
     def _others_weight(
-        self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float, *, fair: bool
+        self, cursor: Any, quota: KeyQuota, share: AccountShare, now: float
     ) -> float:
-        """The other accounts' active weight, when the booking is one fair share applies to
-        (background, or interactive with a bound)."""
-        if not (fair and quota.fair_share):
-            return 0.0
+        """The summed weight of the other accounts active on the key at ``now``."""
         cursor.execute(_ACCOUNT_OTHERS_WEIGHT, [quota.ledger_id, now, share.account_id])
         return float(cursor.fetchone()[0])
 

@@ -210,6 +210,12 @@ class Booking:
         return max(0.0, self.at - self.now)
 
 
+def in_fair_share(quota: KeyQuota, background: bool, max_wait: float | None) -> bool:
+    """Whether a call booked for an account takes turns in the key's fair share: background
+    calls, and interactive ones with a bound on their wait (see the module's docstring)."""
+    return quota.fair_share and (background or max_wait is not None)
+
+
 def busy_retry_after(wait: float, max_wait: float) -> int:
     """The whole seconds after which a caller told ``BUSY`` (its call would wait ``wait``,
     more than its ``max_wait``) should ask again: HTTP's ``Retry-After`` for it."""
@@ -317,13 +323,12 @@ def book_call(
                 None,
                 Booking(Outcome.CAPPED, now, reopens_at(first_day, quota), first_day, spent),
             )
-    fair = share is not None and mine is not None and quota.fair_share
+    fair = share is not None and mine is not None and in_fair_share(quota, background, max_wait)
     active_siblings = sum(1 for sibling in siblings if sibling.active_until > now)
-    if fair and not background and max_wait is not None:
+    if fair and not background:
         return _book_bounded_fair(
             current,
             mine,
-            quota,
             share,
             now=now,
             slot=slot,
@@ -411,7 +416,6 @@ def _book_fair(
 def _book_bounded_fair(
     current: Ledger,
     mine: AccountLedger,
-    quota: KeyQuota,
     share: AccountShare,
     *,
     now: float,

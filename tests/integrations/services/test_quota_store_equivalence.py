@@ -53,7 +53,7 @@ class Reference:
         for (account, _), other in self.flows.items():
             if account != share.account_id and other.active_until > now:
                 heaviest[account] = max(heaviest.get(account, 0.0), other.weight)
-        fair = quota.fair_share and (background or max_wait is not None)
+        fair = rules.in_fair_share(quota, background, max_wait)
         ledger, changed, booking = rules.book_call(
             self.ledger,
             quota,
