@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -451,28 +452,47 @@ def _tokens(pool, sandbox, options) -> list[str]:
         seconds=options.seconds,
     )
     flows = {
-        "A via token X (8 callers)": (a, x),
-        "A via token Y (1 caller)": (a, y),
-        "A's own calls (1 caller)": (a, 0),
-        "B (1 caller)": (b, 0),
+        "A via token X (8 callers)": ((a, x), 1 / 6),
+        "A via token Y (1 caller)": ((a, y), 1 / 6),
+        "A's own calls (1 caller)": ((a, 0), 1 / 6),
+        "B (1 caller)": ((b, 0), 1 / 2),
     }
-    by_flow = run.rates(by_token=True)
-    rates = {name: by_flow[flow] for name, flow in flows.items()}
-    total = sum(rates.values())
-    shares = dict(zip(flows, (1 / 6, 1 / 6, 1 / 6, 1 / 2), strict=True))
     print(
         f"\ntokens: account A through two portal tokens and its own calls, account B, "
         f"{options.seconds:g} s"
     )
-    for name, rate in rates.items():
+    return _flow_report(run, flows, floor=0.9, indent="  ", width=27)
+
+
+def _flow_report(
+    run: Run,
+    flows: dict[str, tuple[tuple[int, int], float]],
+    *,
+    floor: float,
+    indent: str,
+    width: int,
+    told: bool = False,
+    judged: Iterable[str] | None = None,
+) -> list[str]:
+    """Print each flow's rate and part of the key against its fair share (``flows``: label ->
+    ((account, token), share)), then the key's; ``told`` adds how often each flow was told
+    429. Returns what missed: a flow in ``judged`` (default: all) under ``floor`` of its
+    share, the key under 95%, a throttled call."""
+    by_flow = run.rates(by_token=True)
+    rates = {label: by_flow.get(flow, 0.0) for label, (flow, _) in flows.items()}
+    total = sum(rates.values())
+    for label, rate in rates.items():
+        flow, share = flows[label]
+        busy = sum(c.busy for c in run.callers if (c.account_id, c.token_id) == flow)
         print(
-            f"  {name:27s} {rate:.2f}/s = {rate / total:.1%} of the key (fair: {shares[name]:.1%})"
+            f"{indent}{label:{width}s} {rate:.2f}/s = {rate / total:.1%} of the key (fair: "
+            f"{share:.1%})" + (f"; told 429 {busy} times" if told else "")
         )
-    print(f"  key {total:.2f}/s ({total / 4:.1%} of 4/s); throttled {run.throttled}")
+    print(f"{indent}key {total:.2f}/s ({total / 4:.1%} of 4/s); throttled {run.throttled}")
     missed = [
-        f"{name} got {rates[name] / total:.1%} < 90% of {share:.1%}"
-        for name, share in shares.items()
-        if rates[name] / total < 0.9 * share
+        f"{label} got {rates[label] / total:.1%} < {floor:.0%} of {share:.1%}"
+        for label, (_, share) in flows.items()
+        if label in (flows if judged is None else judged) and rates[label] / total < floor * share
     ]
     if total / 4 < 0.95:
         missed.append(f"utilisation {total / 4:.1%} < 95%")
@@ -514,36 +534,22 @@ def _interactive(pool, sandbox, options) -> list[str]:
             seconds=options.seconds,
         )
         flows = {
-            "A via token X (40 in flight)": (a, x),
-            "A via token Y (1 caller)": (a, y),
-            "B via token Z (1 caller)": (b, z),
+            "A via token X (40 in flight)": ((a, x), 1 / 4),
+            "A via token Y (1 caller)": ((a, y), 1 / 4),
+            "B via token Z (1 caller)": ((b, z), 1 / 2),
         }
-        by_flow = run.rates(by_token=True)
-        rates = {label: by_flow.get(flow, 0.0) for label, flow in flows.items()}
-        told = {
-            label: sum(c.busy for c in run.callers if (c.account_id, c.token_id) == flow)
-            for label, flow in flows.items()
-        }
-        total = sum(rates.values())
-        shares = dict(zip(flows, (1 / 4, 1 / 4, 1 / 2), strict=True))
         print(f"  {'fair share' if fair else 'first come, first served'}:")
-        for label, rate in rates.items():
-            print(
-                f"    {label:29s} {rate:.2f}/s = {rate / total:.1%} of the key (fair: "
-                f"{shares[label]:.1%}); told 429 {told[label]} times"
-            )
-        print(f"    key {total:.2f}/s ({total / 4:.1%} of 4/s); throttled {run.throttled}")
-        if not fair:
-            continue
-        missed += [
-            f"interactive: {label} got {rates[label] / total:.1%} < 75% of {share:.1%}"
-            for label, share in shares.items()
-            if label != "A via token X (40 in flight)" and rates[label] / total < 0.75 * share
-        ]
-        if total / 4 < 0.95:
-            missed.append(f"interactive: utilisation {total / 4:.1%} < 95%")
-        if run.throttled:
-            missed.append(f"interactive: {run.throttled} throttled 429s")
+        missing = _flow_report(
+            run,
+            flows,
+            floor=0.75,
+            indent="    ",
+            width=29,
+            told=True,
+            judged=["A via token Y (1 caller)", "B via token Z (1 caller)"],
+        )
+        if fair:
+            missed += [f"interactive: {line}" for line in missing]
     return missed
 
 
