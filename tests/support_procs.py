@@ -7,10 +7,11 @@ the parent uses and apply the parent's settings overrides (sandbox URLs, quota s
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,23 @@ def fresh_portal_env(var_dir: Path | str, **env: str) -> dict[str, str]:
         "CCPORTAL_VAR_DIR": str(var_dir),
         **env,
     }
+
+
+@contextlib.contextmanager
+def slots_booked(module: Any, name: str) -> Iterator[list[float]]:
+    """Inside the block, the ``send_at`` of every reservation ``module.name`` returns is added
+    to the list yielded (epoch seconds on the ledger's clock); ``module.name`` is put back on
+    the way out. The code under test must look ``name`` up on ``module`` at each call."""
+    reserve = getattr(module, name)
+    booked: list[float] = []
+
+    def recorded(**kwargs: Any) -> Any:
+        reservation = reserve(**kwargs)
+        booked.append(reservation.send_at)
+        return reservation
+
+    setattr(module, name, recorded)
+    try:
+        yield booked
+    finally:
+        setattr(module, name, reserve)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.support_procs import slots_booked
+
 
 def _account(account_id: int):
     from integrations.models import ConnectedAccount
@@ -26,19 +28,11 @@ def hammer(task: dict[str, Any]) -> dict[str, Any]:
     from integrations.services.gateway import cc_call
 
     account = _account(task["account_id"])
-    booked: list[float] = []
-    reserve = quota.quota_reserve
-
-    def recorded_reserve(**kwargs: Any) -> Any:
-        reservation = reserve(**kwargs)
-        booked.append(reservation.send_at)
-        return reservation
-
-    quota.quota_reserve = recorded_reserve  # quota_acquire looks it up on each ask
-    _wait_for(task["start"])
     answered = failed = 0
     errors: list[str] = []
-    try:
+    # quota_acquire looks quota_reserve up on each ask.
+    with slots_booked(quota, "quota_reserve") as booked:
+        _wait_for(task["start"])
         while time.time() < task["until"]:
             try:
                 cc_call(account=account, method="GET", path="/contact_lists", lane=task["lane"])
@@ -46,8 +40,6 @@ def hammer(task: dict[str, Any]) -> dict[str, Any]:
             except CCError as exc:
                 failed += 1
                 errors.append(str(exc))
-    finally:
-        quota.quota_reserve = reserve
     return {"answered": answered, "failed": failed, "errors": errors, "slots": booked}
 
 

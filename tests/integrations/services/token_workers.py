@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any
 
+from tests.support_procs import slots_booked
+
 
 def tokens_from_threads(task: dict[str, Any]) -> list[str]:
     """``threads`` threads of this process ask for the account's token at ``start``."""
@@ -51,20 +53,12 @@ def refresh_accounts(task: dict[str, Any]) -> dict[str, list]:
     from integrations.models import ConnectedAccount
     from integrations.services import tokens
 
-    booked: list[float] = []
-    reserve = tokens.token_slot_reserve
-
-    def recorded_reserve(**kwargs: Any) -> Any:
-        reservation = reserve(**kwargs)
-        booked.append(reservation.send_at)
-        return reservation
-
-    tokens.token_slot_reserve = recorded_reserve  # looked up at each refresh
-    delay = task["start"] - time.time()
-    if delay > 0:
-        time.sleep(delay)
     out = []
-    try:
+    # A refresh looks token_slot_reserve up each time.
+    with slots_booked(tokens, "token_slot_reserve") as booked:
+        delay = task["start"] - time.time()
+        if delay > 0:
+            time.sleep(delay)
         for account in ConnectedAccount.objects.select_related("api_key").filter(
             pk__in=task["account_ids"]
         ):
@@ -78,8 +72,6 @@ def refresh_accounts(task: dict[str, Any]) -> dict[str, list]:
                     account.refresh_from_db()
                     until = account.refresh_backoff_until or timezone.now()
                     time.sleep(max(0.0, (until - timezone.now()).total_seconds()) + 0.05)
-    finally:
-        tokens.token_slot_reserve = reserve
     return {"tokens": out, "slots": booked}
 
 
