@@ -5,7 +5,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from integrations.admin.base import LedgerAdmin, PortalAdmin, secret_state
+from integrations.admin.base import (
+    KeyManagersAdmin,
+    LedgerAdmin,
+    secret_state,
+    write_only_secret,
+)
 from integrations.models import (
     AlertDelivery,
     AlertDestination,
@@ -13,7 +18,6 @@ from integrations.models import (
     AlertEventType,
     AlertKind,
 )
-from integrations.permissions import MANAGE_KEYS
 from integrations.services import alerts
 
 
@@ -27,12 +31,8 @@ class AlertDestinationForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every event.",
     )
-    new_secret = forms.CharField(
-        label="Webhook secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Write-only. Leave empty to keep the stored secret.",
+    new_secret = write_only_secret(
+        "Webhook secret", "Write-only. Leave empty to keep the stored secret."
     )
 
     class Meta:
@@ -68,10 +68,7 @@ class AlertDestinationForm(forms.ModelForm):
 
 
 @admin.register(AlertDestination)
-class AlertDestinationAdmin(PortalAdmin):
-    add_permission = MANAGE_KEYS
-    change_permission = MANAGE_KEYS
-    delete_permission = MANAGE_KEYS
+class AlertDestinationAdmin(KeyManagersAdmin):
     form = AlertDestinationForm
     list_display = ["__str__", "kind", "events_display", "enabled", "secret_state", "created_at"]
     list_filter = ["kind", "enabled"]

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from integrations.crypto import is_unreadable
-from integrations.permissions import OPERATE_PORTAL, VIEW_PORTAL, user_may
+from integrations.permissions import MANAGE_KEYS, OPERATE_PORTAL, VIEW_PORTAL, user_may
 
 SECRET_UNREADABLE = "unreadable secret: re-enter it"
 TOKENS_UNREADABLE = "tokens unreadable: reconnect"
@@ -18,6 +19,17 @@ def secret_state(secret: str, fingerprint: str, *, unreadable: str = SECRET_UNRE
     if is_unreadable(secret):
         return unreadable
     return f"stored · {fingerprint}" if secret else "—"
+
+
+def write_only_secret(label: str, help_text: str) -> forms.CharField:
+    """A form field for a secret that is stored but never shown again (empty: keep it)."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=help_text,
+    )
 
 
 class PortalAdmin(admin.ModelAdmin):
@@ -53,6 +65,15 @@ class PortalAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """For the actions that act on Constant Contact accounts and jobs."""
         return self._may(request, OPERATE_PORTAL)
+
+
+class KeyManagersAdmin(PortalAdmin):
+    """What only key managers make, change and delete: API keys, alert destinations, portal
+    tokens."""
+
+    add_permission = MANAGE_KEYS
+    change_permission = MANAGE_KEYS
+    delete_permission = MANAGE_KEYS
 
 
 class LedgerAdmin(PortalAdmin):

@@ -8,9 +8,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from integrations.admin.base import TOKENS_UNREADABLE, PortalAdmin, secret_state
+from integrations.admin.base import (
+    TOKENS_UNREADABLE,
+    KeyManagersAdmin,
+    PortalAdmin,
+    secret_state,
+    write_only_secret,
+)
 from integrations.models import ApiKey, ConnectedAccount
-from integrations.permissions import MANAGE_KEYS
 from integrations.services import budgets, keys
 from integrations.services.oauth import account_disconnect
 
@@ -29,12 +34,8 @@ class ApiKeyForm(forms.ModelForm):
         max_length=500, help_text="Exactly as registered with Constant Contact."
     )
     pkce = forms.ChoiceField(label="PKCE", choices=PKCE_CHOICES, initial="auto", required=False)
-    new_client_secret = forms.CharField(
-        label="Client secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="Write-only. Leave empty to keep the stored secret (or for a PKCE app).",
+    new_client_secret = write_only_secret(
+        "Client secret", "Write-only. Leave empty to keep the stored secret (or for a PKCE app)."
     )
     clear_client_secret = forms.BooleanField(label="Remove stored secret", required=False)
 
@@ -93,10 +94,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(PortalAdmin):
-    add_permission = MANAGE_KEYS
-    change_permission = MANAGE_KEYS
-    delete_permission = MANAGE_KEYS
+class ApiKeyAdmin(KeyManagersAdmin):
     form = ApiKeyForm
     list_display = ["name", "client_id", "tier", "limits", "use_pkce", "secret", "updated_at"]
     list_filter = ["tier", "use_pkce"]

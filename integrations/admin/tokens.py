@@ -8,9 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from integrations.admin.base import PortalAdmin
+from integrations.admin.base import KeyManagersAdmin
 from integrations.models import ProxyToken
-from integrations.permissions import MANAGE_KEYS
 from integrations.services import proxy_tokens
 
 
@@ -46,12 +45,9 @@ class ProxyTokenForm(forms.ModelForm):
 
 
 @admin.register(ProxyToken)
-class ProxyTokenAdmin(PortalAdmin):
+class ProxyTokenAdmin(KeyManagersAdmin):
     """Portal tokens: the digest is never shown; the token itself only once, when made."""
 
-    add_permission = MANAGE_KEYS
-    change_permission = MANAGE_KEYS
-    delete_permission = MANAGE_KEYS
     actions = ["revoke"]
     list_display = ["name", "shown", "status", "lane", "created_at", "last_used_at", "expires_at"]
     readonly_fields = [
